@@ -1,0 +1,135 @@
+/**
+ * The validated policy file, after `${VAR}` expansion and with every duration
+ * converted to milliseconds. This is the shape `loadPolicyFile` returns and
+ * `compilePolicy` consumes; the YAML spelling (e.g. `window: 1m`, `block: 5m`,
+ * `upstreamTimeout: 30s`, `timeout: 50ms`) is documented in README.md.
+ */
+
+export type AlgorithmName = 'sliding-window' | 'sliding-log' | 'fixed-window' | 'token-bucket';
+export type Mode = 'enforce' | 'shadow';
+/** `ip | user | global | header:NAME` (NAME lower-cased by the loader). */
+export type LimitBy = 'ip' | 'user' | 'global' | `header:${string}`;
+export type LimitFor = 'anonymous' | 'authenticated' | 'any';
+
+export interface PolicyConfig {
+  /** Upstream base URL (http: or https:); may be absent when given by flag/env. */
+  upstream?: string;
+  upstreamTimeoutMs: number; // default 30_000 (30s)
+  clientIp: ClientIpConfig;
+  identity?: IdentityConfig;
+  allow: AllowConfig;
+  defaults: DefaultsConfig;
+  routes: RouteConfig[];
+  store: StoreConfig;
+  log: LogConfig;
+}
+
+export interface ClientIpConfig {
+  /** CIDRs (or bare IPs) whose X-Forwarded-For / identity header is believed. Default []. */
+  trustedProxies: string[];
+  /** IPv6 clients are keyed by this prefix length. Default 64. */
+  ipv6Prefix: number;
+}
+
+export interface IdentityConfig {
+  jwt?: JwtConfig;
+  /** Lower-cased header name holding a user id set by a trusted auth layer. */
+  header?: string;
+}
+
+export interface JwtConfig {
+  /** Exactly one of secret / publicKey / jwksUrl. */
+  secret?: string;
+  publicKey?: string;
+  jwksUrl?: string;
+  algorithms: string[];
+  userClaim: string; // default 'sub'
+  tierClaim?: string;
+  /** Read the token from this cookie as well as from `Authorization: Bearer`. */
+  cookie?: string;
+  issuer?: string;
+  audience?: string | string[];
+}
+
+export interface AllowConfig {
+  ips: string[]; // CIDRs or bare IPs; default []
+  users: string[]; // default []
+}
+
+export interface DefaultsConfig {
+  algorithm: AlgorithmName; // default 'sliding-window'
+  mode: Mode; // default 'enforce'
+}
+
+export interface RouteConfig {
+  id: string;
+  match: RouteMatchConfig;
+  message?: string;
+  mode?: Mode;
+  algorithm?: AlgorithmName;
+  upstreamTimeoutMs?: number;
+  limits: LimitConfig[];
+}
+
+export interface RouteMatchConfig {
+  /** Exact path, or a prefix ending in `/*`. Exactly one of path / regex. */
+  path?: string;
+  regex?: string;
+  /** Upper-cased method names; absent = any method. */
+  methods?: string[];
+  /** true = only WebSocket upgrade requests match; false = only non-upgrades; absent = both. */
+  websocket?: boolean;
+  caseSensitive: boolean; // default false (also accepted at route level)
+}
+
+export interface LimitConfig {
+  by: LimitBy;
+  limit: number; // positive integer
+  windowMs: number;
+  blockMs?: number;
+  tiers?: Record<string, number>;
+  for: LimitFor; // default 'any'
+  algorithm?: AlgorithmName;
+}
+
+export interface RedisNodeConfig {
+  host: string;
+  port: number;
+  username?: string;
+  password?: string;
+  tls?: boolean;
+}
+
+export interface RedisStoreConfig {
+  url?: string;
+  sentinels?: RedisNodeConfig[];
+  name?: string; // sentinel master name
+  cluster?: RedisNodeConfig[];
+  username?: string;
+  password?: string;
+  tls?: boolean;
+  prefix: string; // default 'tollgate:'
+  timeoutMs: number; // default 50
+  onError: 'allow' | 'deny' | 'local'; // default 'local'
+  onErrorStatus: number; // default 503
+  clock: 'redis' | 'local'; // default 'redis'
+  expectedReplicas: number; // default 1
+}
+
+export interface StoreConfig {
+  type: 'memory' | 'redis'; // default 'memory'
+  memory: { maxKeys: number; maxBlocks: number }; // defaults 1_000_000 / 100_000
+  redis?: RedisStoreConfig;
+}
+
+export interface LogConfig {
+  access: boolean; // default false
+}
+
+/** One problem found in a policy file, located for `FILE:LINE:COL message`. */
+export interface ConfigIssue {
+  file: string;
+  line: number; // 1-based
+  col: number; // 1-based
+  message: string;
+}

@@ -1,0 +1,108 @@
+import type { AlgorithmName, LimitFor, Mode, PolicyConfig } from '../config/types.js';
+
+/** What kind of client key a limit counts by; also `X-RateLimit-Violation-Type`. */
+export type LimitKind = 'ip' | 'user' | 'header' | 'global';
+
+/** A limit compiled once: parsed numbers, precomputed key prefix and header names. */
+export interface CompiledLimit {
+  /** Position within its route's `limits` list. */
+  readonly index: number;
+  readonly routeId: string;
+  /** The `by:` value exactly as written (after lower-casing a header name). */
+  readonly by: string;
+  readonly kind: LimitKind;
+  /** Lower-cased header name for `kind === 'header'`. */
+  readonly headerName?: string;
+  readonly limit: number;
+  /** Tier name -> limit; absent when the limit has no tiers. */
+  readonly tiers?: ReadonlyMap<string, number>;
+  readonly windowMs: number;
+  /** 0 = no block after a violation. */
+  readonly blockMs: number;
+  readonly for: LimitFor;
+  readonly algorithm: AlgorithmName;
+  /**
+   * Identity of the limit across reloads and replicas: route id + by + window + algorithm.
+   * Store keys are `keyPrefix + clientKey`. Changing `limit`, `tiers`, `block` or `for`
+   * keeps the prefix, so counts survive such edits.
+   */
+  readonly keyPrefix: string;
+  /** IETF policy name, `<route>.<by>` (e.g. `livekit-token.ip`). */
+  readonly policyName: string;
+  /** Window in whole seconds, rounded up (the IETF `w` parameter). */
+  readonly windowSeconds: number;
+}
+
+export interface CompiledRoute {
+  readonly id: string;
+  readonly message: string;
+  readonly mode: Mode;
+  readonly upstreamTimeoutMs: number;
+  readonly limits: readonly CompiledLimit[];
+}
+
+/** The identity a request carries; both fields absent = anonymous. */
+export interface Identity {
+  readonly userId?: string;
+  readonly tier?: string;
+}
+
+export const ANONYMOUS: Identity = Object.freeze({});
+
+/** Where the client IP came from and what it is keyed by. */
+export interface ClientAddress {
+  /** The client IP as text (rightmost untrusted hop, or the peer). */
+  readonly ip: string;
+  /** The rate-limit key: the IP, or for IPv6 its network prefix (e.g. `2001:db8:1:2::/64`). */
+  readonly key: string;
+  /** True when the direct peer is a trusted proxy (its forwarded headers are believed). */
+  readonly peerTrusted: boolean;
+}
+
+export interface ClientIpResolver {
+  /**
+   * @param peer the socket's remote address (may be IPv4-mapped IPv6, may be undefined on a closed socket)
+   * @param xForwardedFor the raw X-Forwarded-For header value(s), believed only from trusted peers
+   */
+  resolve(peer: string | undefined, xForwardedFor: string | string[] | undefined): ClientAddress;
+}
+
+/** Header access as node:http gives it (lower-cased names). */
+export type IncomingHeaders = Readonly<Record<string, string | string[] | undefined>>;
+
+export interface IdentityResolver {
+  /**
+   * Who the request is. Never throws: a missing, invalid, expired or unverifiable token
+   * means anonymous. Synchronous when no JWT has to be verified.
+   */
+  resolve(headers: IncomingHeaders, peerTrusted: boolean): Identity | Promise<Identity>;
+  /** Stops background work (JWKS refresh). */
+  close?(): void;
+}
+
+export interface AllowList {
+  isAllowed(client: ClientAddress, identity: Identity): boolean;
+}
+
+export interface RouteMatcher {
+  /**
+   * First route whose matcher accepts the request; undefined = pass untouched.
+   * @param rawTarget the request target as received (`/a//b/../c?x=1`); canonicalised internally
+   */
+  match(method: string, rawTarget: string, isUpgrade: boolean): CompiledRoute | undefined;
+}
+
+/** Everything a request needs, built once per load/reload and never mutated. */
+export interface CompiledPolicy {
+  readonly config: PolicyConfig;
+  /** sha256 (hex) of the policy file bytes. */
+  readonly hash: string;
+  readonly loadedAt: number;
+  readonly upstream: URL;
+  readonly upstreamTimeoutMs: number;
+  readonly routes: readonly CompiledRoute[];
+  readonly router: RouteMatcher;
+  readonly clientIp: ClientIpResolver;
+  readonly identity: IdentityResolver | null;
+  readonly allow: AllowList;
+}

@@ -1,0 +1,58 @@
+import type { CompiledLimit } from '../policy/types.js';
+
+/** One limit applied to one client key for one request. */
+export interface LimitCheck {
+  readonly limit: CompiledLimit;
+  /** Full store key: `limit.keyPrefix + clientKey`. */
+  readonly key: string;
+  /** The limit in force for this client (tier applied, divided in degraded mode). */
+  readonly max: number;
+}
+
+/** The outcome of one limit for one request, as the algorithms define it. */
+export interface LimitOutcome {
+  /** This limit (and its block) let the request through. */
+  readonly allowed: boolean;
+  /** The limit in force (`LimitCheck.max`). */
+  readonly max: number;
+  /** Requests left after this one (0 when refused). */
+  readonly remaining: number;
+  /** Absolute unix ms at which the quota is fully available again. */
+  readonly resetAt: number;
+  /** ms until a request would be allowed again (0 when allowed); includes any block. */
+  readonly retryAfterMs: number;
+  /** Requests counted in the window (estimate for sliding-window; includes this one if allowed). */
+  readonly count: number;
+  /** A block runs for this key until this absolute unix ms (0 = none). */
+  readonly blockedUntil: number;
+  /** This request tripped the limit and started the block. */
+  readonly blockStarted: boolean;
+}
+
+/** The store's answer for all limits of one request: counted all-or-nothing. */
+export interface StoreDecision {
+  /** Every limit passed and every one of them was counted. */
+  readonly allowed: boolean;
+  /** Aligned with the `checks` passed in. */
+  readonly outcomes: readonly LimitOutcome[];
+}
+
+/**
+ * Holds limiter state. `decide` checks running blocks, evaluates every check and,
+ * only if all pass, counts all of them atomically; violated checks with a block
+ * duration start their block. A refused request consumes no quota.
+ */
+export interface RateLimitStore {
+  readonly kind: 'memory' | 'redis';
+  decide(checks: readonly LimitCheck[], now: number): StoreDecision | Promise<StoreDecision>;
+  /** Releases connections and timers. */
+  close(): Promise<void>;
+}
+
+/** Raised by a store that could not decide (unreachable, timed out, circuit open). */
+export class StoreUnavailableError extends Error {
+  override readonly name = 'StoreUnavailableError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
