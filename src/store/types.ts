@@ -35,6 +35,11 @@ export interface StoreDecision {
   readonly allowed: boolean;
   /** Aligned with the `checks` passed in. */
   readonly outcomes: readonly LimitOutcome[];
+  /**
+   * The shared store failed and this decision came from the local fallback
+   * (`onError: local`); counted as `store_error`, never shown to the client.
+   */
+  readonly degraded?: boolean;
 }
 
 /**

@@ -1,0 +1,128 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * Every metric Tollgate exports, declared in one place. Names and labels are a
+ * public contract (dashboard, alerts). Never label by user id, IP or key.
+ */
+export interface Metrics {
+  readonly registry: Registry;
+  readonly requests: Counter<'route' | 'decision'>;
+  readonly limitExceeded: Counter<'route' | 'limit_by'>;
+  readonly blocksStarted: Counter<'route' | 'limit_by'>;
+  readonly nearLimit: Counter<'route' | 'limit_by'>;
+  readonly decisionDuration: Histogram<'store'>;
+  readonly upstreamDuration: Histogram<'route' | 'status_class'>;
+  readonly storeErrors: Counter<'store'>;
+  readonly storeDegraded: Gauge;
+  readonly storeEvictions: Counter;
+  readonly identityErrors: Counter<'kind'>;
+  readonly configReloads: Counter<'result'>;
+  readonly configLastReloadSuccess: Gauge;
+  readonly configInfo: Gauge<'hash'>;
+  readonly configValid: Gauge;
+  readonly inflight: Gauge;
+}
+
+export type Decision = 'allowed' | 'limited' | 'blocked' | 'bypassed' | 'shadow_limited' | 'store_error';
+
+/** prom-client default gauges that `promtool check metrics` rejects (a gauge named *_total). */
+const EXCLUDED_DEFAULTS = new Set(['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']);
+
+export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
+  const registry = new Registry();
+  if (options.defaultMetrics !== false) {
+    collectDefaultMetrics({ register: registry });
+    for (const name of EXCLUDED_DEFAULTS) registry.removeSingleMetric(name);
+  }
+  const registers = [registry];
+  return {
+    registry,
+    requests: new Counter({
+      name: 'tollgate_requests_total',
+      help: 'Requests by route and rate-limit decision.',
+      labelNames: ['route', 'decision'],
+      registers,
+    }),
+    limitExceeded: new Counter({
+      name: 'tollgate_limit_exceeded_total',
+      help: 'Requests refused (or shadow-refused) by each limit.',
+      labelNames: ['route', 'limit_by'],
+      registers,
+    }),
+    blocksStarted: new Counter({
+      name: 'tollgate_blocks_started_total',
+      help: 'Blocks started after a limit was exceeded.',
+      labelNames: ['route', 'limit_by'],
+      registers,
+    }),
+    nearLimit: new Counter({
+      name: 'tollgate_near_limit_total',
+      help: 'Requests allowed with less than 20% of the quota left.',
+      labelNames: ['route', 'limit_by'],
+      registers,
+    }),
+    decisionDuration: new Histogram({
+      name: 'tollgate_decision_duration_seconds',
+      help: 'Time to reach a rate-limit decision (identity, store round trip).',
+      labelNames: ['store'],
+      buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25],
+      registers,
+    }),
+    upstreamDuration: new Histogram({
+      name: 'tollgate_upstream_duration_seconds',
+      help: 'Time from forwarding a request to the upstream response headers.',
+      labelNames: ['route', 'status_class'],
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    }),
+    storeErrors: new Counter({
+      name: 'tollgate_store_errors_total',
+      help: 'Store operations that failed or timed out.',
+      labelNames: ['store'],
+      registers,
+    }),
+    storeDegraded: new Gauge({
+      name: 'tollgate_store_degraded',
+      help: '1 while the shared store is failing and onError applies.',
+      registers,
+    }),
+    storeEvictions: new Counter({
+      name: 'tollgate_store_evictions_total',
+      help: 'Live in-memory entries evicted because the memory bound was reached.',
+      registers,
+    }),
+    identityErrors: new Counter({
+      name: 'tollgate_identity_errors_total',
+      help: 'Identity provider failures (e.g. jwks_unreachable).',
+      labelNames: ['kind'],
+      registers,
+    }),
+    configReloads: new Counter({
+      name: 'tollgate_config_reloads_total',
+      help: 'Policy reloads by result (start-up not counted).',
+      labelNames: ['result'],
+      registers,
+    }),
+    configLastReloadSuccess: new Gauge({
+      name: 'tollgate_config_last_reload_success_timestamp_seconds',
+      help: 'Unix time of the last successful policy load.',
+      registers,
+    }),
+    configInfo: new Gauge({
+      name: 'tollgate_config_info',
+      help: 'The active policy, labelled by the sha256 of its file.',
+      labelNames: ['hash'],
+      registers,
+    }),
+    configValid: new Gauge({
+      name: 'tollgate_config_valid',
+      help: '1 if the policy file on disk loads, 0 while it fails to.',
+      registers,
+    }),
+    inflight: new Gauge({
+      name: 'tollgate_inflight_requests',
+      help: 'Requests (and WebSocket tunnels) being proxied.',
+      registers,
+    }),
+  };
+}
