@@ -1,0 +1,159 @@
+import { parseArgs } from 'node:util';
+import { parseDuration } from './duration.js';
+
+/**
+ * Process settings (how to run), kept apart from the policy file (what to enforce).
+ * Precedence: flag > environment > default; `upstream` also beats the file's `upstream:`.
+ */
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+export interface ServeSettings {
+  configFile: string;
+  listen: ListenAddress;
+  admin: ListenAddress;
+  /** Overrides the policy's `upstream:` when set. */
+  upstream?: string;
+  logLevel: string;
+  drainTimeoutMs: number;
+  /** Time a client has to send the request headers (slowloris gets 408). */
+  headersTimeoutMs: number;
+  /** Time a client has to send the whole request. */
+  requestTimeoutMs: number;
+  /** Idle keep-alive; longer than common load-balancer idle timeouts (60s). */
+  keepAliveTimeoutMs: number;
+}
+
+export type Command =
+  | { command: 'serve'; settings: ServeSettings }
+  | { command: 'validate'; file: string }
+  | { command: 'help' }
+  | { command: 'version' };
+
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+export const USAGE = `Usage:
+  tollgate [serve] [--config FILE] [--listen HOST:PORT] [--admin HOST:PORT] [--upstream URL]
+                   [--drain-timeout DUR] [--headers-timeout DUR] [--request-timeout DUR]
+                   [--keep-alive-timeout DUR] [--log-level LEVEL]
+  tollgate validate FILE
+  tollgate --help | --version
+
+Environment (flags win): TOLLGATE_CONFIG, TOLLGATE_LISTEN, TOLLGATE_ADMIN, TOLLGATE_UPSTREAM,
+  TOLLGATE_DRAIN_TIMEOUT, TOLLGATE_HEADERS_TIMEOUT, TOLLGATE_REQUEST_TIMEOUT,
+  TOLLGATE_KEEPALIVE_TIMEOUT, LOG_LEVEL
+Defaults: --config ./policies.yaml, --listen 0.0.0.0:8080, --admin 0.0.0.0:9090, --drain-timeout 20s,
+  --headers-timeout 10s, --request-timeout 5m, --keep-alive-timeout 75s, LOG_LEVEL info
+`;
+
+export const DEFAULTS = {
+  configFile: './policies.yaml',
+  listen: '0.0.0.0:8080',
+  admin: '0.0.0.0:9090',
+  logLevel: 'info',
+  drainTimeout: '20s',
+  headersTimeout: '10s',
+  requestTimeout: '5m',
+  keepAliveTimeout: '75s', // above the 60s idle timeout of AWS ALB / GCP LB defaults
+} as const;
+
+const LOG_LEVELS = new Set(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
+
+/** `HOST:PORT`, `:PORT`, `[v6]:PORT`; port 0 = any free port. */
+export function parseListenAddress(text: string, what: string): ListenAddress {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\[\]]*)):(\d{1,5})$/.exec(text.trim());
+  const port = match ? Number(match[3]) : NaN;
+  if (!match || port > 65535) {
+    throw new UsageError(`${what}: expected HOST:PORT (e.g. 0.0.0.0:8080 or [::]:8080), got "${text}"`);
+  }
+  return { host: match[1] ?? (match[2] || '0.0.0.0'), port };
+}
+
+function duration(text: string, what: string): number {
+  const ms = parseDuration(text.trim());
+  if (ms === undefined) throw new UsageError(`${what}: expected a duration like 500ms, 30s, 1m, got "${text}"`);
+  return ms;
+}
+
+function upstreamUrl(text: string, what: string): string {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new UsageError(`${what}: expected an http:// or https:// URL, got "${text}"`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new UsageError(`${what}: expected an http:// or https:// URL, got "${text}"`);
+  }
+  return text;
+}
+
+/** Parses argv (without `node` and the script) and the environment. Throws UsageError. */
+export function parseCommand(argv: readonly string[], env: Record<string, string | undefined>): Command {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...argv],
+      allowPositionals: true,
+      strict: true,
+      options: {
+        config: { type: 'string', short: 'c' },
+        listen: { type: 'string' },
+        admin: { type: 'string' },
+        upstream: { type: 'string' },
+        'drain-timeout': { type: 'string' },
+        'headers-timeout': { type: 'string' },
+        'request-timeout': { type: 'string' },
+        'keep-alive-timeout': { type: 'string' },
+        'log-level': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'v' },
+      },
+    });
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const { values, positionals } = parsed;
+  if (values.help) return { command: 'help' };
+  if (values.version) return { command: 'version' };
+  const [name = 'serve', ...rest] = positionals;
+  if (name === 'validate') {
+    const file = rest[0] ?? values.config;
+    if (file === undefined || rest.length > 1) throw new UsageError('validate: expected exactly one FILE');
+    return { command: 'validate', file };
+  }
+  if (name !== 'serve') throw new UsageError(`unknown command "${name}" (expected serve or validate)`);
+  if (rest.length > 0) throw new UsageError(`serve: unexpected argument "${rest[0]}"`);
+
+  const pick = (flag: string | undefined, envName: string, fallback: string): [string, string] =>
+    flag !== undefined ? [flag, `--${envName}`] : env[envName] !== undefined && env[envName] !== '' ? [env[envName] as string, envName] : [fallback, 'default'];
+
+  const [listen, listenFrom] = pick(values.listen, 'TOLLGATE_LISTEN', DEFAULTS.listen);
+  const [admin, adminFrom] = pick(values.admin, 'TOLLGATE_ADMIN', DEFAULTS.admin);
+  const [drain, drainFrom] = pick(values['drain-timeout'], 'TOLLGATE_DRAIN_TIMEOUT', DEFAULTS.drainTimeout);
+  const [headers, headersFrom] = pick(values['headers-timeout'], 'TOLLGATE_HEADERS_TIMEOUT', DEFAULTS.headersTimeout);
+  const [request, requestFrom] = pick(values['request-timeout'], 'TOLLGATE_REQUEST_TIMEOUT', DEFAULTS.requestTimeout);
+  const [keepAlive, keepAliveFrom] = pick(values['keep-alive-timeout'], 'TOLLGATE_KEEPALIVE_TIMEOUT', DEFAULTS.keepAliveTimeout);
+  const [logLevel] = pick(values['log-level'], 'LOG_LEVEL', DEFAULTS.logLevel);
+  if (!LOG_LEVELS.has(logLevel)) throw new UsageError(`log level: expected one of ${[...LOG_LEVELS].join(', ')}, got "${logLevel}"`);
+  const upstreamText = values.upstream ?? (env.TOLLGATE_UPSTREAM || undefined);
+
+  return {
+    command: 'serve',
+    settings: {
+      configFile: values.config ?? (env.TOLLGATE_CONFIG || DEFAULTS.configFile),
+      listen: parseListenAddress(listen, listenFrom),
+      admin: parseListenAddress(admin, adminFrom),
+      upstream: upstreamText === undefined ? undefined : upstreamUrl(upstreamText, values.upstream !== undefined ? '--upstream' : 'TOLLGATE_UPSTREAM'),
+      logLevel,
+      drainTimeoutMs: duration(drain, drainFrom),
+      headersTimeoutMs: duration(headers, headersFrom),
+      requestTimeoutMs: duration(request, requestFrom),
+      keepAliveTimeoutMs: duration(keepAlive, keepAliveFrom),
+    },
+  };
+}

@@ -1,0 +1,141 @@
+import { LRUCache } from 'lru-cache';
+import type { Logger } from './logger.js';
+
+/** One refused (or shadow-refused) request, as logged. Never a token, secret or body. */
+export interface Violation {
+  route: string;
+  limitBy: string;
+  keyKind: 'ip' | 'user' | 'header' | 'global';
+  userId: string | undefined;
+  clientIp: string;
+  limit: number;
+  count: number;
+  /** A block is running (or was just started) for this key. */
+  blocked: boolean;
+  blockStarted: boolean;
+  /** Seconds. */
+  retryAfter: number;
+  requestId: string;
+  shadow: boolean;
+  /** The store key (not logged): suppression is per key. */
+  key: string;
+  /** Until when (ms) further refusals of this key are folded into a summary. */
+  quietUntil: number;
+}
+
+interface KeyState {
+  quietUntil: number;
+  suppressed: number;
+  route: string;
+  limitBy: string;
+}
+
+export interface ViolationLogOptions {
+  clock: () => number;
+  /** Lines per second across all keys before lines are dropped and counted. */
+  linesPerSecond?: number;
+  /** Distinct keys remembered for suppression. */
+  maxKeys?: number;
+}
+
+/**
+ * Logs refusals without flooding: the first refusal of each key per block (or per
+ * window) is a line; the rest are counted and reported in one summary line when the
+ * quiet period ends. A global budget bounds lines per second across distinct keys;
+ * lines over it are dropped and reported by an overflow summary.
+ */
+export class ViolationLog {
+  readonly #logger: Logger;
+  readonly #clock: () => number;
+  readonly #perSecond: number;
+  readonly #keys: LRUCache<string, KeyState>;
+  #second = 0;
+  #linesThisSecond = 0;
+  #dropped = 0;
+  readonly #timer: NodeJS.Timeout;
+
+  constructor(logger: Logger, options: ViolationLogOptions) {
+    this.#logger = logger;
+    this.#clock = options.clock;
+    this.#perSecond = options.linesPerSecond ?? 100;
+    this.#keys = new LRUCache<string, KeyState>({
+      max: options.maxKeys ?? 50_000,
+      dispose: (state, key, reason) => {
+        if (reason === 'evict' || reason === 'delete') this.#summarise(key, state);
+      },
+    });
+    this.#timer = setInterval(() => this.flush(), 1000);
+    this.#timer.unref();
+  }
+
+  record(v: Violation): void {
+    const now = this.#clock();
+    const state = this.#keys.get(v.key);
+    if (state !== undefined && now < state.quietUntil) {
+      state.suppressed++;
+      return;
+    }
+    if (state !== undefined) this.#keys.delete(v.key); // emits its summary
+    this.#keys.set(v.key, { quietUntil: Math.max(v.quietUntil, now + 1000), suppressed: 0, route: v.route, limitBy: v.limitBy });
+    if (!this.#budget(now)) return;
+    this.#logger.warn(
+      {
+        event: v.blockStarted ? 'rate_limit_block_started' : v.blocked ? 'rate_limit_blocked' : 'rate_limit_exceeded',
+        route: v.route,
+        limitBy: v.limitBy,
+        keyKind: v.keyKind,
+        userId: v.userId,
+        clientIp: v.clientIp,
+        limit: v.limit,
+        count: v.count,
+        blocked: v.blocked,
+        retryAfter: v.retryAfter,
+        requestId: v.requestId,
+        ...(v.shadow ? { shadow: true } : {}),
+      },
+      v.shadow ? 'rate limit exceeded (shadow mode: request allowed)' : 'rate limit exceeded',
+    );
+  }
+
+  /** Emits summaries of quiet periods that ended and the overflow count. */
+  flush(): void {
+    const now = this.#clock();
+    const ended: string[] = [];
+    for (const [key, state] of this.#keys.entries()) {
+      if (state.quietUntil <= now) ended.push(key);
+    }
+    for (const key of ended) this.#keys.delete(key);
+    if (this.#dropped > 0) {
+      this.#logger.warn({ event: 'rate_limit_log_overflow', dropped: this.#dropped }, 'rate-limit log lines dropped over the per-second budget');
+      this.#dropped = 0;
+    }
+  }
+
+  close(): void {
+    clearInterval(this.#timer);
+    this.flush();
+  }
+
+  #summarise(_key: string, state: KeyState): void {
+    if (state.suppressed === 0) return;
+    if (!this.#budget(this.#clock())) return;
+    this.#logger.warn(
+      { event: 'rate_limit_suppressed', route: state.route, limitBy: state.limitBy, suppressed: state.suppressed },
+      'further refusals of one key were not logged one by one',
+    );
+  }
+
+  #budget(now: number): boolean {
+    const second = Math.floor(now / 1000);
+    if (second !== this.#second) {
+      this.#second = second;
+      this.#linesThisSecond = 0;
+    }
+    if (this.#linesThisSecond >= this.#perSecond) {
+      this.#dropped++;
+      return false;
+    }
+    this.#linesThisSecond++;
+    return true;
+  }
+}

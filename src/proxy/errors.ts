@@ -1,0 +1,19 @@
+/**
+ * Every error Tollgate answers with itself (never the upstream's), with its stable
+ * code and status. README's "Responses" section documents each; a test checks that.
+ */
+export const ERRORS = {
+  RATE_LIMIT_EXCEEDED: { status: 429, message: 'Too many requests, please retry later' },
+  RATE_LIMITER_UNAVAILABLE: { status: 503, message: 'Rate limiter unavailable, please retry shortly' },
+  UPSTREAM_UNAVAILABLE: { status: 502, message: 'Upstream service unavailable' },
+  UPSTREAM_TIMEOUT: { status: 504, message: 'Upstream service timed out' },
+  SHUTTING_DOWN: { status: 503, message: 'Server is shutting down, please retry' },
+  INTERNAL_ERROR: { status: 500, message: 'Internal error' },
+} as const satisfies Record<string, { status: number; message: string }>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+/** The JSON envelope every Tollgate-made error response uses. */
+export function errorBody(code: ErrorCode, message: string, details: Record<string, unknown>): string {
+  return JSON.stringify({ success: false, error: { code, message, details } });
+}

@@ -1,0 +1,40 @@
+import type { RateReport } from '../limiter/limiter.js';
+
+/** Unix seconds, rounded up, of an absolute ms time. */
+function unixSeconds(ms: number): number {
+  return Math.ceil(ms / 1000);
+}
+
+/** Seconds from now until `at`, rounded up, never negative. */
+function secondsUntil(at: number, now: number): number {
+  return at > now ? Math.ceil((at - now) / 1000) : 0;
+}
+
+/**
+ * Sets X-RateLimit-* (the shown limit), RateLimit-Policy (every applied limit) and
+ * RateLimit (the shown limit) per draft-ietf-httpapi-ratelimit-headers:
+ * `RateLimit-Policy: "livekit-token.ip";q=20;w=60` and `RateLimit: "livekit-token.ip";r=19;t=60`.
+ */
+export function rateLimitHeaders(report: RateReport, now: number): Record<string, string> {
+  const { checks, outcomes, shown } = report;
+  const outcome = outcomes[shown];
+  const limit = checks[shown].limit;
+  let policies = '';
+  for (let i = 0; i < checks.length; i++) {
+    const check = checks[i];
+    if (i > 0) policies += ', ';
+    policies += `"${check.limit.policyName}";q=${check.max};w=${check.limit.windowSeconds}`;
+  }
+  return {
+    'x-ratelimit-limit': String(outcome.max),
+    'x-ratelimit-remaining': String(outcome.allowed ? outcome.remaining : 0),
+    'x-ratelimit-reset': String(unixSeconds(outcome.resetAt)),
+    'ratelimit-policy': policies,
+    ratelimit: `"${limit.policyName}";r=${outcome.allowed ? outcome.remaining : 0};t=${secondsUntil(outcome.resetAt, now)}`,
+  };
+}
+
+/** `Retry-After` in whole seconds, at least 1. */
+export function retryAfterSeconds(retryAfterMs: number): number {
+  return Math.max(1, Math.ceil(retryAfterMs / 1000));
+}

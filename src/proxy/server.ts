@@ -1,0 +1,223 @@
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Logger } from '../observability/logger.js';
+import type { CompiledPolicy } from '../policy/types.js';
+import { evaluate, UNMATCHED_ROUTE, type DecideDeps, type Evaluation } from './decide.js';
+import type { ForwardContext, ForwardFailure, HttpForwarder } from './forward.js';
+import { rateLimitHeaders } from './rate-headers.js';
+import { errorResponse, rateLimitedResponse, send, sendOnSocket, type OwnResponse } from './responses.js';
+import type { UpgradeForwarder } from './upgrade.js';
+
+/** A policy with the forwarders built for its upstream; swapped whole on reload. */
+export interface ActivePolicy {
+  readonly policy: CompiledPolicy;
+  readonly http: HttpForwarder;
+  readonly ws: UpgradeForwarder;
+}
+
+export interface ProxyDeps extends DecideDeps {
+  readonly logger: Logger;
+  /** The policy a new request starts under; it keeps it until it finishes. */
+  active(): ActivePolicy;
+  readonly onErrorStatus: () => number;
+  readonly draining: () => boolean;
+}
+
+export interface ServerTimeouts {
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  keepAliveTimeoutMs: number;
+}
+
+export interface ProxyServer {
+  readonly server: http.Server;
+  /** Open WebSocket tunnels (client sockets), for draining. */
+  readonly tunnels: Set<Duplex>;
+}
+
+function peerAddress(req: IncomingMessage): string {
+  const address = req.socket.remoteAddress ?? '';
+  return address.startsWith('::ffff:') ? address.slice(7) : address;
+}
+
+function appendTo(existing: string | string[] | undefined, value: string, trusted: boolean): string {
+  if (!trusted || existing === undefined || existing.length === 0) return value;
+  return `${typeof existing === 'string' ? existing : existing.join(', ')}, ${value}`;
+}
+
+function statusClass(status: number): string {
+  return status >= 100 && status < 600 ? `${Math.floor(status / 100)}xx` : 'error';
+}
+
+/** The response a refusing verdict gets; undefined when the request goes on. */
+function refusal(deps: ProxyDeps, ev: Evaluation): OwnResponse | undefined {
+  const verdict = ev.verdict;
+  if (verdict.action !== 'refuse') return undefined;
+  if (verdict.reason === 'store_unavailable') {
+    return errorResponse('RATE_LIMITER_UNAVAILABLE', ev.requestId, deps.onErrorStatus(), { 'retry-after': '1' });
+  }
+  return rateLimitedResponse(ev.route!, verdict.report, ev.requestId, ev.now);
+}
+
+/** Rate-limit headers for a request that goes on (none when no limit applied). */
+function passHeaders(ev: Evaluation): Record<string, string> | null {
+  const verdict = ev.verdict;
+  if (verdict.action === 'refuse' || verdict.report === undefined) return null;
+  return rateLimitHeaders(verdict.report, ev.now);
+}
+
+export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): ProxyServer {
+  const { metrics, logger } = deps;
+  const tunnels = new Set<Duplex>();
+
+  const onForwardDone = (ctx: ForwardContext, status: number, failure: ForwardFailure | null, headersAt: number): void => {
+    const fwd = ctx as ForwardContext & { routeId: string; startedAt: number };
+    if (failure === 'client_closed') return;
+    if (failure !== null && status === 0) {
+      const code = failure === 'timeout' ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE';
+      logger.error({ event: 'upstream_error', route: fwd.routeId, code, requestId: ctx.requestId }, failure === 'timeout' ? 'upstream timed out' : 'upstream unavailable');
+      metrics.upstreamDuration.observe({ route: fwd.routeId, status_class: 'error' }, (performance.now() - fwd.startedAt) / 1000);
+      if (!ctx.res.headersSent && !ctx.res.destroyed) send(ctx.res, errorResponse(code, ctx.requestId), ctx.requestId);
+      return;
+    }
+    metrics.upstreamDuration.observe({ route: fwd.routeId, status_class: statusClass(status) }, (headersAt - fwd.startedAt) / 1000);
+  };
+
+  function forward(active: ActivePolicy, req: IncomingMessage, res: ServerResponse, ev: Evaluation): void {
+    const responseHeaders = passHeaders(ev) ?? {};
+    responseHeaders['x-request-id'] = ev.requestId;
+    const ctx = {
+      res,
+      responseHeaders,
+      requestId: ev.requestId,
+      done: onForwardDone,
+      headersAt: 0,
+      status: 0,
+      routeId: ev.route?.id ?? UNMATCHED_ROUTE,
+      startedAt: performance.now(),
+    };
+    const trusted = ev.client.peerTrusted;
+    active.http.forward(req, ctx, {
+      forwardedFor: appendTo(req.headers['x-forwarded-for'], peerAddress(req), trusted),
+      forwardedProto: appendTo(req.headers['x-forwarded-proto'], 'http', trusted),
+      forwardedHost: req.headers.host === undefined ? undefined : appendTo(req.headers['x-forwarded-host'], req.headers.host, trusted),
+      timeoutMs: ev.route?.upstreamTimeoutMs ?? active.policy.upstreamTimeoutMs,
+    });
+  }
+
+  function act(active: ActivePolicy, req: IncomingMessage, res: ServerResponse, ev: Evaluation, expectsContinue: boolean): void {
+    metrics.requests.inc({ route: ev.route?.id ?? UNMATCHED_ROUTE, decision: ev.decision });
+    const refused = refusal(deps, ev);
+    if (refused !== undefined) {
+      // The body was never invited (no 100 Continue) or is unread: don't reuse the connection.
+      if (expectsContinue || !req.complete) res.shouldKeepAlive = false;
+      send(res, refused, ev.requestId);
+      return;
+    }
+    if (expectsContinue) res.writeContinue();
+    forward(active, req, res, ev);
+  }
+
+  function fail(req: IncomingMessage, res: ServerResponse, error: unknown): void {
+    logger.error({ event: 'internal_error', err: error, method: req.method }, 'request failed inside tollgate');
+    if (!res.headersSent) send(res, errorResponse('INTERNAL_ERROR', 'unknown'), 'unknown');
+    else res.destroy();
+  }
+
+  function onRequest(req: IncomingMessage, res: ServerResponse, expectsContinue = false): void {
+    const active = deps.active();
+    metrics.inflight.inc();
+    res.once('close', () => metrics.inflight.dec());
+    try {
+      const ev = evaluate(active.policy, deps, req, false);
+      if (ev instanceof Promise) {
+        ev.then(
+          (e) => act(active, req, res, e, expectsContinue),
+          (error: unknown) => fail(req, res, error),
+        );
+      } else {
+        act(active, req, res, ev, expectsContinue);
+      }
+    } catch (error) {
+      fail(req, res, error);
+    }
+  }
+
+  function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    socket.on('error', () => socket.destroy());
+    if (deps.draining()) {
+      sendOnSocket(socket, errorResponse('SHUTTING_DOWN', 'draining'), 'draining');
+      return;
+    }
+    const active = deps.active();
+    let ev: Evaluation | Promise<Evaluation>;
+    try {
+      ev = evaluate(active.policy, deps, req, true);
+    } catch (error) {
+      logger.error({ event: 'internal_error', err: error }, 'upgrade failed inside tollgate');
+      socket.destroy();
+      return;
+    }
+    const go = (e: Evaluation): void => {
+      metrics.requests.inc({ route: e.route?.id ?? UNMATCHED_ROUTE, decision: e.decision });
+      const refused = refusal(deps, e);
+      if (refused !== undefined) {
+        sendOnSocket(socket, refused, e.requestId);
+        return;
+      }
+      if (socket.destroyed) return;
+      const trusted = e.client.peerTrusted;
+      const headers: Record<string, string | string[] | undefined> = { ...req.headers };
+      headers['x-forwarded-for'] = appendTo(req.headers['x-forwarded-for'], peerAddress(req), trusted);
+      headers['x-forwarded-proto'] = appendTo(req.headers['x-forwarded-proto'], 'http', trusted);
+      if (req.headers.host !== undefined) headers['x-forwarded-host'] = appendTo(req.headers['x-forwarded-host'], req.headers.host, trusted);
+      headers['x-request-id'] = e.requestId;
+      const routeId = e.route?.id ?? UNMATCHED_ROUTE;
+      const startedAt = performance.now();
+      active.ws.forward(req, socket, head, {
+        headers,
+        timeoutMs: e.route?.upstreamTimeoutMs ?? active.policy.upstreamTimeoutMs,
+        onResult: (result, status) => {
+          metrics.upstreamDuration.observe({ route: routeId, status_class: result === 'open' || result === 'rejected' ? statusClass(status) : 'error' }, (performance.now() - startedAt) / 1000);
+          if (result === 'open') {
+            tunnels.add(socket);
+            metrics.inflight.inc();
+          } else if (result === 'timeout' || result === 'unavailable') {
+            const code = result === 'timeout' ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE';
+            logger.error({ event: 'upstream_error', route: routeId, code, requestId: e.requestId, websocket: true }, 'upstream refused the websocket');
+            sendOnSocket(socket, errorResponse(code, e.requestId), e.requestId);
+          }
+        },
+        onClose: () => {
+          if (tunnels.delete(socket)) metrics.inflight.dec();
+        },
+      });
+    };
+    if (ev instanceof Promise) {
+      ev.then(go, (error: unknown) => {
+        logger.error({ event: 'internal_error', err: error }, 'upgrade failed inside tollgate');
+        socket.destroy();
+      });
+    } else {
+      go(ev);
+    }
+  }
+
+  const server = http.createServer({
+    headersTimeout: timeouts.headersTimeoutMs,
+    requestTimeout: timeouts.requestTimeoutMs,
+    keepAliveTimeout: timeouts.keepAliveTimeoutMs,
+    // Node checks header/request timeouts only this often (default 30s): make slowloris answers prompt.
+    connectionsCheckingInterval: Math.min(1000, timeouts.headersTimeoutMs),
+  });
+  server.on('request', (req, res) => onRequest(req, res));
+  // Expect: 100-continue is decided by the limiter before any 100 is sent.
+  server.on('checkContinue', (req, res) => onRequest(req, res, true));
+  server.on('upgrade', onUpgrade);
+  server.on('clientError', (error: NodeJS.ErrnoException, socket: Duplex) => {
+    if (!socket.writable) return socket.destroy();
+    const status = error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : error.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+    socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+  });
+  return { server, tunnels };
+}

@@ -1,0 +1,101 @@
+import http, { type IncomingMessage } from 'node:http';
+import https from 'node:https';
+import type { Duplex } from 'node:stream';
+
+/** Headers not copied from the upstream's 101 (we write our own status line). */
+function headerLines(headers: IncomingMessage['rawHeaders']): string {
+  let out = '';
+  for (let i = 0; i < headers.length; i += 2) out += `${headers[i]}: ${headers[i + 1]}\r\n`;
+  return out;
+}
+
+export interface UpgradeOptions {
+  readonly headers: Record<string, string | string[] | undefined>;
+  readonly timeoutMs: number;
+  /** Called once with the outcome: 'open' when the tunnel is up, else the failure. */
+  readonly onResult: (result: 'open' | 'timeout' | 'unavailable' | 'rejected', status: number) => void;
+  /** Called once when an opened tunnel closes. */
+  readonly onClose: () => void;
+}
+
+/**
+ * Proxies an HTTP/1.1 Upgrade (WebSocket) handshake to the upstream and, once it
+ * answers 101, pipes the two sockets together. A non-101 answer is relayed as is.
+ */
+export class UpgradeForwarder {
+  readonly #upstream: URL;
+  readonly #agent: http.Agent;
+
+  constructor(upstream: URL) {
+    this.#upstream = upstream;
+    // Upgraded sockets leave the agent; keep-alive would only pool failed handshakes.
+    this.#agent = upstream.protocol === 'https:' ? new https.Agent({ keepAlive: false }) : new http.Agent({ keepAlive: false });
+  }
+
+  forward(req: IncomingMessage, socket: Duplex, head: Buffer, options: UpgradeOptions): void {
+    const request = (this.#upstream.protocol === 'https:' ? https : http).request({
+      protocol: this.#upstream.protocol,
+      hostname: this.#upstream.hostname,
+      port: this.#upstream.port,
+      agent: this.#agent,
+      method: req.method,
+      path: req.url,
+      headers: options.headers,
+    });
+    let settled = false;
+    const settle = (result: 'open' | 'timeout' | 'unavailable' | 'rejected', status: number): boolean => {
+      if (settled) return false;
+      settled = true;
+      clearTimeout(timer);
+      options.onResult(result, status);
+      return true;
+    };
+    const timer = setTimeout(() => {
+      if (settle('timeout', 504)) request.destroy();
+    }, options.timeoutMs);
+    timer.unref();
+
+    socket.on('error', () => {
+      request.destroy();
+    });
+    request.on('error', () => {
+      if (settle('unavailable', 502)) return;
+      socket.destroy();
+    });
+    request.on('response', (res) => {
+      // The upstream refused the upgrade: relay its answer and close.
+      if (!settle('rejected', res.statusCode ?? 502)) return res.resume();
+      socket.write(`HTTP/1.1 ${res.statusCode} ${res.statusMessage ?? ''}\r\n${headerLines(res.rawHeaders)}\r\n`);
+      res.pipe(socket);
+    });
+    request.on('upgrade', (res, upstreamSocket, upstreamHead) => {
+      if (!settle('open', 101)) {
+        upstreamSocket.destroy();
+        return;
+      }
+      upstreamSocket.setNoDelay(true);
+      upstreamSocket.setTimeout(0);
+      let closed = false;
+      const close = (): void => {
+        if (closed) return;
+        closed = true;
+        socket.destroy();
+        upstreamSocket.destroy();
+        options.onClose();
+      };
+      upstreamSocket.on('error', close);
+      upstreamSocket.on('close', close);
+      socket.on('close', close);
+      socket.write(`HTTP/1.1 101 ${res.statusMessage || 'Switching Protocols'}\r\n${headerLines(res.rawHeaders)}\r\n`);
+      if (upstreamHead.length > 0) socket.write(upstreamHead);
+      if (head.length > 0) upstreamSocket.write(head);
+      upstreamSocket.pipe(socket);
+      socket.pipe(upstreamSocket);
+    });
+    request.end();
+  }
+
+  close(): void {
+    this.#agent.destroy();
+  }
+}
