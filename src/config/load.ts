@@ -1,0 +1,199 @@
+/**
+ * Reads a policy file into a validated `PolicyConfig`, or into a list of every
+ * problem found, each located at `FILE:LINE:COL`.
+ *
+ * Steps: parse YAML (keeping node ranges) -> expand `${VAR}` in scalar values ->
+ * validate with the zod schema and the cross-field rules -> map each issue's data
+ * path back to its YAML node for line and column.
+ */
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { isAlias, isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node, type Pair } from 'yaml';
+import { expandEnvInDocument, type Env } from './env.js';
+import { describeIssue, findContradictions, findWarnings, policySchema, type PathIssue } from './schema.js';
+import type { ConfigIssue, PolicyConfig } from './types.js';
+
+export interface LoadedPolicy {
+  /** The path as given by the caller. */
+  file: string;
+  config: PolicyConfig;
+  /** sha256 (hex) of the file bytes. */
+  hash: string;
+  warnings: ConfigIssue[];
+}
+
+export type LoadResult = { ok: true; policy: LoadedPolicy } | { ok: false; errors: ConfigIssue[] };
+
+/** `FILE:LINE:COL message`, the form editors and CI annotators understand. */
+export function formatIssue(issue: ConfigIssue): string {
+  return `${issue.file}:${issue.line}:${issue.col} ${issue.message}`;
+}
+
+/**
+ * Loads and validates a policy file. Synchronous and never throws: an unreadable
+ * file is reported as an error at 1:1.
+ * @param env where `${VAR}` references are looked up (default `process.env`)
+ */
+export function loadPolicyFile(file: string, env: Env = process.env): LoadResult {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(file);
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    return { ok: false, errors: [{ file, line: 1, col: 1, message: `cannot read the policy file: ${reason}` }] };
+  }
+  return loadPolicy(bytes.toString('utf8'), sha256(bytes), file, env);
+}
+
+/** Validates policy text as if read from `file` (used in issues only). */
+export function loadPolicyText(text: string, file: string, env: Env = process.env): LoadResult {
+  return loadPolicy(text, sha256(Buffer.from(text, 'utf8')), file, env);
+}
+
+function sha256(bytes: Buffer): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+function loadPolicy(text: string, hash: string, file: string, env: Env): LoadResult {
+  const lineCounter = new LineCounter();
+  const at = (offset: number, message: string): ConfigIssue => ({ file, ...lineCounter.linePos(offset), message });
+  const fail = (errors: ConfigIssue[]): LoadResult => ({ ok: false, errors: sortByPosition(errors) });
+
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const yamlErrors = doc.errors.map((error) =>
+    at(error.pos[0], error.code === 'DUPLICATE_KEY' ? duplicateKeyMessage(text, error.pos) : yamlErrorMessage(error.message)),
+  );
+  // A syntax error leaves the structure unknown; a duplicate key does not (the last one
+  // wins in the data), so then the rest is still validated and reported too.
+  if (doc.errors.some((error) => error.code !== 'DUPLICATE_KEY')) return fail(yamlErrors);
+
+  if (doc.contents === null || (isScalar(doc.contents) && doc.contents.value === null)) {
+    return fail([at(0, 'the policy file is empty; it needs at least a map of settings such as `routes: []`')]);
+  }
+  if (!isMap(doc.contents)) {
+    return fail([at(doc.contents.range?.[0] ?? 0, 'the policy file must be a map of settings (upstream:, routes:, ...), not a list or a single value')]);
+  }
+
+  const envIssues = expandEnvInDocument(doc, env);
+  const envErrors = envIssues.map((issue) => at(issue.node.range?.[0] ?? 0, issue.message));
+  // A value whose variable could not be expanded is already reported; the schema
+  // would only complain about the raw `${...}` text again.
+  const unexpanded = new Set<Node>(envIssues.map((issue) => issue.node));
+
+  let data: unknown;
+  try {
+    data = doc.toJS({ maxAliasCount: 100 });
+  } catch (error) {
+    return fail([...yamlErrors, ...envErrors, at(0, `invalid YAML: ${error instanceof Error ? error.message : String(error)}`)]);
+  }
+
+  const parsed = policySchema.safeParse(data, { error: describeIssue });
+  const pathIssues = [...(parsed.success ? [] : parsed.error.issues.flatMap(toPathIssues)), ...findContradictions(data)];
+  const locate = (issue: LocatableIssue) => locateIssue(doc, issue);
+  const schemaErrors = pathIssues
+    .map(locate)
+    .filter((located) => !unexpanded.has(located.node as Node))
+    .map((located) => at(located.offset, located.message));
+
+  const errors = [...yamlErrors, ...envErrors, ...schemaErrors];
+  if (!parsed.success || errors.length > 0) return fail(errors);
+
+  const warnings = [
+    ...findWarnings(parsed.data).map(locate).map((located) => at(located.offset, located.message)),
+    ...doc.warnings.map((warning) => at(warning.pos[0], warning.message)),
+  ];
+  return { ok: true, policy: { file, config: parsed.data, hash, warnings: sortByPosition(warnings) } };
+}
+
+/** yaml quotes the offending source token (`...: "value"`); it could be a secret, and the position already shows it. */
+function yamlErrorMessage(message: string): string {
+  return `invalid YAML: ${message.replace(/: ".*"$/s, '')}`;
+}
+
+function duplicateKeyMessage(text: string, [start, end]: [number, number]): string {
+  const key = text.slice(start, end);
+  return `duplicate key ${JSON.stringify(key)}: each key may appear once in a map (the last one would silently win)`;
+}
+
+/** By line, then column; issues at the same place keep the order they were found in. */
+function sortByPosition(issues: ConfigIssue[]): ConfigIssue[] {
+  return [...issues].sort((a, b) => a.line - b.line || a.col - b.col);
+}
+
+/**
+ * Zod issues to path issues. One zod issue lists every unknown key of a map (one
+ * message line per key, see `strictObject` in schema.ts); each key gets its own
+ * issue so it can point at that key.
+ */
+function toPathIssues(issue: { code: string; path: PropertyKey[]; message: string; keys?: string[] }): LocatableIssue[] {
+  const path = issue.path.filter((segment) => typeof segment !== 'symbol') as (string | number)[];
+  if (issue.code === 'unrecognized_keys' && issue.keys !== undefined) {
+    const lines = issue.message.split('\n');
+    return issue.keys.map((key, index) => ({ path: [...path, key], message: lines[index] ?? `unknown key "${key}"`, unknownKey: true }));
+  }
+  return [{ path, message: issue.message }];
+}
+
+/** `routes[0].limits[1].window` */
+function formatPath(path: readonly (string | number)[]): string {
+  return path
+    .map((segment, index) =>
+      typeof segment === 'number'
+        ? `[${segment}]`
+        : /^[A-Za-z_$][\w$-]*$/.test(segment)
+          ? `${index === 0 ? '' : '.'}${segment}`
+          : `[${JSON.stringify(segment)}]`,
+    )
+    .join('');
+}
+
+/** A path issue; `unknownKey` = the last path segment is a key that should not be there. */
+type LocatableIssue = PathIssue & { unknownKey?: boolean };
+
+interface LocatedIssue {
+  /** Source offset to report. */
+  offset: number;
+  /** The node reported on (value, or key for an unknown key), if it exists. */
+  node: Node | undefined;
+  /** `path: message`. */
+  message: string;
+}
+
+/**
+ * Finds where a path issue belongs in the source. The deepest node on the path that
+ * exists is used, so a missing key points at the map that lacks it. An unknown key
+ * points at the key itself, as does a key whose value is empty (`block:`).
+ */
+function locateIssue(doc: Document, issue: LocatableIssue): LocatedIssue {
+  const unknownKey = issue.unknownKey === true;
+  const mapPath = unknownKey ? issue.path.slice(0, -1) : issue.path;
+  const message = mapPath.length === 0 ? issue.message : `${formatPath(mapPath)}: ${issue.message}`;
+
+  let node: Node | null = doc.contents as Node | null;
+  let pair: Pair | undefined;
+  let depth = 0;
+  for (const segment of issue.path) {
+    const next = child(doc, node, segment);
+    if (next === undefined) break;
+    ({ node, pair } = next);
+    depth++;
+  }
+  const found = depth === issue.path.length;
+  const emptyValue = isScalar(node) && node.value === null && node.range?.[0] === node.range?.[1];
+  const reportKey = found && (unknownKey || emptyValue);
+  const target = reportKey && pair !== undefined && isScalar(pair.key) ? pair.key : node;
+  return { offset: target?.range?.[0] ?? 0, node: node ?? undefined, message };
+}
+
+function child(doc: Document, node: Node | null, segment: string | number): { node: Node | null; pair?: Pair } | undefined {
+  const container = isAlias(node) ? (node.resolve(doc) as Node | undefined) : node;
+  if (isMap(container)) {
+    // The last pair wins in the data, so it is the one to report on.
+    const pair = container.items.findLast((item) => isPair(item) && String(isScalar(item.key) ? item.key.value : item.key) === String(segment));
+    return pair === undefined ? undefined : { node: pair.value as Node | null, pair: pair as Pair };
+  }
+  if (isSeq(container) && typeof segment === 'number' && segment < container.items.length) {
+    return { node: container.items[segment] as Node | null };
+  }
+  return undefined;
+}

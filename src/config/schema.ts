@@ -1,0 +1,598 @@
+/**
+ * What a policy file may say: a zod schema for the shape of every field (strict: an
+ * unknown key is an error), plus the rules that relate fields to each other
+ * (`findContradictions`) and the advice that does not stop a load (`findWarnings`).
+ *
+ * The schema parses the YAML data (after `${VAR}` expansion) straight into
+ * `PolicyConfig`: durations become milliseconds, names are normalised and every
+ * default from types.ts is filled in. Issues carry a path into the YAML document;
+ * load.ts turns paths into line and column.
+ *
+ * Messages never quote a value that may be secret (JWT secret or key, passwords,
+ * Redis URLs); other values are quoted so the reader sees what was wrong.
+ */
+import ipaddr from 'ipaddr.js';
+import { z } from 'zod';
+import { DURATION_EXAMPLES, parseDuration } from './duration.js';
+import type {
+  AlgorithmName,
+  JwtConfig,
+  LimitBy,
+  LimitConfig,
+  LimitFor,
+  Mode,
+  PolicyConfig,
+  RedisNodeConfig,
+  RedisStoreConfig,
+  RouteConfig,
+  RouteMatchConfig,
+} from './types.js';
+
+/** A problem located by its path in the policy data (`['routes', 0, 'limits']`). */
+export interface PathIssue {
+  path: (string | number)[];
+  message: string;
+}
+
+export const ALGORITHMS = ['sliding-window', 'sliding-log', 'fixed-window', 'token-bucket'] as const satisfies readonly AlgorithmName[];
+export const MODES = ['enforce', 'shadow'] as const satisfies readonly Mode[];
+const LIMIT_FOR = ['any', 'anonymous', 'authenticated'] as const satisfies readonly LimitFor[];
+
+/** JWS algorithms jose verifies; HS* use a shared secret, the rest a public key. */
+export const JWT_ALGORITHMS = [
+  'HS256', 'HS384', 'HS512',
+  'RS256', 'RS384', 'RS512',
+  'PS256', 'PS384', 'PS512',
+  'ES256', 'ES384', 'ES512',
+  'EdDSA', 'Ed25519',
+] as const;
+const JWT_KEY_SOURCES = ['secret', 'publicKey', 'jwksUrl'] as const;
+
+/** RFC 9110 `token`: what header names, cookie names and methods are made of. */
+const HTTP_TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** Route ids appear inside Redis keys and hash tags, so no `{`, `}`, `:` or spaces. */
+const ROUTE_ID = /^[A-Za-z0-9._-]+$/;
+const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----[\s\S]+-----END \1-----/;
+const MIN_HMAC_SECRET_BYTES = 32;
+
+// ---------------------------------------------------------------------------
+// Messages
+
+/** The value as a reader would recognise it; only for fields that are never secret. */
+function show(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value.length > 60 ? `${value.slice(0, 57)}...` : value);
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
+  return kindOf(value);
+}
+
+/** What sort of value this is, without revealing it. */
+function kindOf(value: unknown): string {
+  if (value === null || value === undefined) return 'an empty value';
+  if (Array.isArray(value)) return 'a list';
+  if (typeof value === 'object') return 'a map';
+  if (typeof value === 'string') return 'text';
+  if (typeof value === 'boolean') return 'true/false';
+  return `a ${typeof value}`;
+}
+
+const EXPECTED: Readonly<Record<string, string>> = {
+  object: 'a map (key: value)',
+  record: 'a map (key: value)',
+  array: 'a list',
+  string: 'text',
+  number: 'a number',
+  int: 'an integer',
+  boolean: 'true or false',
+};
+
+/**
+ * Fallback wording for zod issues that a field did not word itself (passed to
+ * `safeParse`). Never quotes the input of a type error: it may be a secret.
+ */
+export function describeIssue(issue: z.core.$ZodRawIssue): string | undefined {
+  switch (issue.code) {
+    case 'invalid_type': {
+      if (issue.input === undefined) return 'is required';
+      const expected = EXPECTED[issue.expected] ?? issue.expected;
+      const quoteHint =
+        issue.expected === 'string' && (typeof issue.input === 'number' || typeof issue.input === 'boolean')
+          ? ' (put the value in quotes to use it as text)'
+          : '';
+      return `expected ${expected}, got ${kindOf(issue.input)}${quoteHint}`;
+    }
+    case 'invalid_value':
+      return `must be one of ${issue.values.map(String).join(', ')}, got ${show(issue.input)}`;
+    case 'too_small':
+      if (issue.origin === 'array') return `must list at least ${issue.minimum} item(s)`;
+      if (issue.origin === 'string') return 'must not be empty';
+      return `must be at least ${issue.minimum}`;
+    case 'too_big':
+      return `must be at most ${issue.maximum}`;
+    case 'unrecognized_keys':
+      return issue.keys.map((key) => `unknown key ${JSON.stringify(key)}`).join('\n');
+    default:
+      return undefined;
+  }
+}
+
+/** `must be RULE, got VALUE`; a missing value falls through to "is required". */
+function mustBe(rule: string, options: { secret?: boolean } = {}) {
+  return (issue: { input?: unknown }) =>
+    issue.input === undefined
+      ? undefined
+      : `must be ${rule}, got ${options.secret ? kindOf(issue.input) : show(issue.input)}`;
+}
+
+/** Edit distance, to suggest the key that was meant. */
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const substitution = previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1);
+      current[j] = Math.min(previous[j] + 1, current[j - 1] + 1, substitution);
+    }
+    previous = current;
+  }
+  return previous[b.length];
+}
+
+function unknownKeyMessage(key: string, known: readonly string[]): string {
+  const nearest = known
+    .map((candidate) => ({ candidate, distance: editDistance(key.toLowerCase(), candidate.toLowerCase()) }))
+    .sort((x, y) => x.distance - y.distance)[0];
+  if (nearest !== undefined && nearest.distance <= 2) return `unknown key "${key}" (did you mean "${nearest.candidate}"?)`;
+  return `unknown key "${key}" (allowed here: ${known.join(', ')})`;
+}
+
+/**
+ * A zod strict object whose unknown-key message suggests the key that was meant.
+ * One zod issue covers all unknown keys of a map, so its message has one line per
+ * key, in `issue.keys` order; load.ts splits it to point at each key.
+ */
+function strictObject<Shape extends z.core.$ZodLooseShape>(shape: Shape) {
+  const known = Object.keys(shape);
+  return z.strictObject(shape, {
+    error: (issue) =>
+      issue.code === 'unrecognized_keys' ? issue.keys.map((key) => unknownKeyMessage(key, known)).join('\n') : undefined,
+  });
+}
+
+/** Drops keys whose value is undefined, so an absent option stays absent. */
+function compact<T extends object>(value: T): T {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as T;
+}
+
+// ---------------------------------------------------------------------------
+// Leaf values
+
+const text = z.string().min(1, { error: 'must not be empty', abort: true });
+/** Text that must never be quoted back (secrets, keys, URLs with passwords). */
+const secretText = z.string({ error: mustBe('text', { secret: true }) }).min(1, { error: 'must not be empty', abort: true });
+const flag = z.boolean({ error: mustBe('true or false') });
+
+function integer(min: number, max: number, rule: string) {
+  const error = mustBe(rule);
+  // abort: one message per bad value, not one per failed check
+  return z.number({ error }).int({ error, abort: true }).min(min, { error, abort: true }).max(max, { error });
+}
+const positiveInteger = integer(1, Number.MAX_SAFE_INTEGER, 'a positive integer');
+
+const duration = z
+  .string({
+    error: (issue) =>
+      issue.input === undefined
+        ? undefined
+        : typeof issue.input === 'number'
+          ? `a duration needs a unit: write ${issue.input}s, ${issue.input}ms, ... (use ${DURATION_EXAMPLES})`
+          : `must be a duration (use ${DURATION_EXAMPLES}), got ${show(issue.input)}`,
+  })
+  .transform((value, ctx) => {
+    const ms = parseDuration(value);
+    if (ms === undefined) {
+      ctx.addIssue({ code: 'custom', input: value, message: `invalid duration ${show(value)} (use ${DURATION_EXAMPLES})` });
+      return z.NEVER;
+    }
+    if (ms <= 0) {
+      ctx.addIssue({ code: 'custom', input: value, message: `duration must be longer than 0, got ${show(value)}` });
+      return z.NEVER;
+    }
+    return ms;
+  });
+
+function httpUrl(what: string) {
+  return z.string({ error: mustBe(`an http:// or https:// URL`, { secret: true }) }).refine(
+    (value) => URL.canParse(value) && ['http:', 'https:'].includes(new URL(value).protocol),
+    { error: `${what} must be an http:// or https:// URL (e.g. http://127.0.0.1:3000)` },
+  );
+}
+
+const redisUrl = z
+  .string({ error: mustBe('a redis:// or rediss:// URL', { secret: true }) })
+  .refine((value) => URL.canParse(value) && ['redis:', 'rediss:'].includes(new URL(value).protocol), {
+    error: 'must be a redis:// or rediss:// URL (e.g. redis://127.0.0.1:6379)',
+  });
+
+/** Bare IPv4 only in dotted-quad form: ipaddr.js would also take `10` or `0x0a.1`. */
+function isIpAddress(value: string): boolean {
+  return ipaddr.IPv4.isValidFourPartDecimal(value) || ipaddr.IPv6.isValid(value);
+}
+
+function isIpOrCidr(value: string): boolean {
+  const slash = value.indexOf('/');
+  if (slash < 0) return isIpAddress(value);
+  return isIpAddress(value.slice(0, slash)) && /^\d{1,3}$/.test(value.slice(slash + 1)) && ipaddr.isValidCIDR(value);
+}
+
+const ipOrCidr = z
+  .string({ error: mustBe('an IP address or CIDR') })
+  .refine(isIpOrCidr, { error: (issue) => `must be an IP address or CIDR (e.g. 10.0.0.0/8, ::1), got ${show(issue.input)}` });
+
+function httpToken(what: string) {
+  return z
+    .string({ error: mustBe(what) })
+    .refine((value) => HTTP_TOKEN.test(value), {
+      error: (issue) => `must be ${what} (letters, digits and !#$%&'*+-.^_\`|~, no spaces), got ${show(issue.input)}`,
+    });
+}
+const headerName = httpToken('an HTTP header name').transform((name) => name.toLowerCase());
+
+const algorithm = z.enum(ALGORITHMS);
+const mode = z.enum(MODES);
+
+// ---------------------------------------------------------------------------
+// Sections
+
+const clientIpSchema = strictObject({
+  trustedProxies: z.array(ipOrCidr).default([]),
+  ipv6Prefix: integer(0, 128, 'an integer from 0 to 128').default(64),
+});
+
+const jwtAlgorithm = z.string({ error: mustBe('a JWT algorithm name') }).refine(
+  (value): value is (typeof JWT_ALGORITHMS)[number] => (JWT_ALGORITHMS as readonly string[]).includes(value),
+  {
+    error: (issue) =>
+      typeof issue.input === 'string' && issue.input.toLowerCase() === 'none'
+        ? '"none" is never accepted: unsigned tokens would let anyone claim any identity'
+        : `unsupported JWT algorithm ${show(issue.input)} (use one of ${JWT_ALGORITHMS.join(', ')})`,
+  },
+);
+
+const publicKey = secretText.refine((value) => PEM_BLOCK.test(value), {
+  error: 'must be a PEM public key (-----BEGIN PUBLIC KEY----- ... -----END PUBLIC KEY-----)',
+}).refine((value) => !/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(value), {
+  error: 'holds a PRIVATE key; give the matching public key (never put private keys in the policy)',
+});
+
+const jwtSchema = strictObject({
+  secret: secretText.optional(),
+  publicKey: publicKey.optional(),
+  jwksUrl: httpUrl('jwksUrl').optional(),
+  algorithms: z.array(jwtAlgorithm).min(1, { error: 'list at least one algorithm, e.g. [HS256]' }),
+  userClaim: text.default('sub'),
+  tierClaim: text.optional(),
+  cookie: httpToken('a cookie name').optional(),
+  issuer: text.optional(),
+  audience: z.union([text, z.array(text).min(1)], { error: 'must be text or a list of text' }).optional(),
+}).transform((jwt): JwtConfig => compact(jwt));
+
+const identitySchema = strictObject({
+  jwt: jwtSchema.optional(),
+  header: headerName.optional(),
+}).transform(compact);
+
+const allowSchema = strictObject({
+  ips: z.array(ipOrCidr).default([]),
+  users: z.array(text).default([]),
+});
+
+const defaultsSchema = strictObject({
+  algorithm: algorithm.default('sliding-window'),
+  mode: mode.default('enforce'),
+});
+
+const routePath = z.string({ error: mustBe('a path starting with /') }).superRefine((value, ctx) => {
+  const problem = !value.startsWith('/')
+    ? 'must start with /'
+    : value.includes('*') && (value.indexOf('*') !== value.length - 1 || !value.endsWith('/*'))
+      ? 'may contain * only as a trailing /* (prefix match), or use regex:'
+      : /[?#]/.test(value)
+        ? 'must not contain ? or # (the query and fragment are not matched)'
+        : undefined;
+  if (problem !== undefined) ctx.addIssue({ code: 'custom', input: value, message: `path ${show(value)} ${problem}` });
+});
+
+const routeRegex = z.string({ error: mustBe('a regular expression') }).superRefine((value, ctx) => {
+  try {
+    new RegExp(value);
+  } catch (error) {
+    const reason = error instanceof Error ? error.message.split(': ').at(-1) : String(error);
+    ctx.addIssue({ code: 'custom', input: value, message: `regex does not compile: ${reason}` });
+  }
+});
+
+const methodsSchema = z
+  .array(httpToken('an HTTP method').transform((method) => method.toUpperCase()))
+  .min(1, { error: 'list at least one method, or remove methods to match every method' });
+
+const matchSchema = strictObject({
+  path: routePath.optional(),
+  regex: routeRegex.optional(),
+  methods: methodsSchema.optional(),
+  websocket: flag.optional(),
+  caseSensitive: flag.optional(),
+});
+
+const limitBy = z.string({ error: mustBe('ip, user, global or header:NAME') }).transform((value, ctx): LimitBy => {
+  if (value === 'ip' || value === 'user' || value === 'global') return value;
+  if (value.startsWith('header:')) {
+    const name = value.slice('header:'.length);
+    if (HTTP_TOKEN.test(name)) return `header:${name.toLowerCase()}`;
+    ctx.addIssue({ code: 'custom', input: value, message: `by: ${show(value)} does not name a valid HTTP header (header:NAME, e.g. header:x-api-key)` });
+    return z.NEVER;
+  }
+  ctx.addIssue({ code: 'custom', input: value, message: `must be ip, user, global or header:NAME, got ${show(value)}` });
+  return z.NEVER;
+});
+
+const limitSchema = strictObject({
+  by: limitBy,
+  limit: positiveInteger,
+  window: duration,
+  block: duration.optional(),
+  tiers: z.record(z.string(), positiveInteger, { error: mustBe('a map of tier name to limit') }).optional(),
+  for: z.enum(LIMIT_FOR).default('any'),
+  algorithm: algorithm.optional(),
+}).transform(
+  (limit): LimitConfig =>
+    compact({
+      by: limit.by,
+      limit: limit.limit,
+      windowMs: limit.window,
+      blockMs: limit.block,
+      tiers: limit.tiers,
+      for: limit.for,
+      algorithm: limit.algorithm,
+    }),
+);
+
+const routeSchema = strictObject({
+  id: z.string({ error: mustBe('a route id') }).refine((value) => ROUTE_ID.test(value), {
+    error: (issue) => `route id ${show(issue.input)} may only use letters, digits, ".", "_" and "-" (it is part of store keys)`,
+  }),
+  match: matchSchema,
+  caseSensitive: flag.optional(),
+  mode: mode.optional(),
+  algorithm: algorithm.optional(),
+  upstreamTimeout: duration.optional(),
+  message: text.optional(),
+  limits: z.array(limitSchema),
+}).transform((route): RouteConfig => {
+  const match: RouteMatchConfig = compact({
+    ...route.match,
+    // Accepted on the route or in match; findContradictions refuses two different values.
+    caseSensitive: route.caseSensitive ?? route.match.caseSensitive ?? false,
+  });
+  return compact({
+    id: route.id,
+    match,
+    message: route.message,
+    mode: route.mode,
+    algorithm: route.algorithm,
+    upstreamTimeoutMs: route.upstreamTimeout,
+    limits: route.limits,
+  });
+});
+
+const redisNodeSchema = strictObject({
+  host: text,
+  port: integer(1, 65535, 'a port from 1 to 65535'),
+  username: text.optional(),
+  password: secretText.optional(),
+  tls: flag.optional(),
+}).transform((node): RedisNodeConfig => compact(node));
+
+const redisNodes = z.array(redisNodeSchema).min(1, { error: 'list at least one {host, port}' });
+
+const redisSchema = strictObject({
+  url: redisUrl.optional(),
+  sentinels: redisNodes.optional(),
+  name: text.optional(),
+  cluster: redisNodes.optional(),
+  username: text.optional(),
+  password: secretText.optional(),
+  tls: flag.optional(),
+  prefix: z
+    .string()
+    .refine((value) => !/[{}]/.test(value), { error: 'must not contain { or } (they delimit Redis Cluster hash tags)' })
+    .default('tollgate:'),
+  timeout: duration.default(50), // ms, already converted: a default skips the transform
+  onError: z.enum(['allow', 'deny', 'local']).default('local'),
+  onErrorStatus: integer(400, 599, 'an HTTP error status from 400 to 599').default(503),
+  clock: z.enum(['redis', 'local']).default('redis'),
+  expectedReplicas: positiveInteger.default(1),
+}).transform(
+  ({ timeout, ...redis }): RedisStoreConfig => compact({ ...redis, timeoutMs: timeout }),
+);
+
+const storeSchema = strictObject({
+  type: z.enum(['memory', 'redis']).default('memory'),
+  memory: strictObject({
+    maxKeys: positiveInteger.default(1_000_000),
+    maxBlocks: positiveInteger.default(100_000),
+  }).prefault({}),
+  redis: redisSchema.optional(),
+}).transform(compact);
+
+const logSchema = strictObject({
+  access: flag.default(false),
+});
+
+/** The whole policy file, parsed into `PolicyConfig` with every default filled in. */
+export const policySchema = strictObject({
+  upstream: httpUrl('upstream').optional(),
+  upstreamTimeout: duration.default(30_000), // ms, already converted: a default skips the transform
+  clientIp: clientIpSchema.prefault({}),
+  identity: identitySchema.optional(),
+  allow: allowSchema.prefault({}),
+  defaults: defaultsSchema.prefault({}),
+  routes: z.array(routeSchema).default([]),
+  store: storeSchema.prefault({}),
+  log: logSchema.prefault({}),
+}).transform(
+  ({ upstreamTimeout, ...policy }): PolicyConfig => compact({ ...policy, upstreamTimeoutMs: upstreamTimeout }),
+);
+
+// ---------------------------------------------------------------------------
+// Rules between fields. They read the raw data (before zod), so they still run
+// when some other field is wrong and every problem is reported in one pass; a
+// field of the wrong type is left to the schema.
+
+type RawMap = Record<string, unknown>;
+
+function asMap(value: unknown): RawMap | undefined {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as RawMap) : undefined;
+}
+
+function asList(value: unknown): unknown[] {
+  return Array.isArray(value) ? value : [];
+}
+
+/** The keys of `map` (in KEYS order) that are present. */
+function presentKeys<K extends string>(map: RawMap, keys: readonly K[]): K[] {
+  return keys.filter((key) => map[key] !== undefined);
+}
+
+/** Contradictions between fields that each look fine on their own. */
+export function findContradictions(data: unknown): PathIssue[] {
+  const root = asMap(data);
+  if (root === undefined) return [];
+  const issues: PathIssue[] = [];
+  const identity = asMap(root.identity);
+  if (identity !== undefined) checkIdentity(identity, issues);
+  checkRoutes(asList(root.routes), root, issues);
+  const store = asMap(root.store);
+  if (store !== undefined) checkStore(store, issues);
+  return issues;
+}
+
+function checkIdentity(identity: RawMap, issues: PathIssue[]): void {
+  if (identity.jwt === undefined && identity.header === undefined) {
+    issues.push({ path: ['identity'], message: 'give jwt or header (or remove identity to limit by IP only)' });
+  }
+  const jwt = asMap(identity.jwt);
+  if (jwt === undefined) return;
+  const path = ['identity', 'jwt'];
+  const sources = presentKeys(jwt, JWT_KEY_SOURCES);
+  if (sources.length !== 1) {
+    const found = sources.length === 0 ? 'none' : sources.join(' and ');
+    issues.push({
+      path,
+      message: `give exactly one of secret (HS*), publicKey (PEM) or jwksUrl, found ${found}`,
+    });
+    return;
+  }
+  const usesSecret = sources[0] === 'secret';
+  asList(jwt.algorithms).forEach((name, index) => {
+    if (typeof name !== 'string' || !(JWT_ALGORITHMS as readonly string[]).includes(name)) return; // the schema says why
+    const isHmac = name.startsWith('HS');
+    if (isHmac === usesSecret) return;
+    issues.push({
+      path: [...path, 'algorithms', index],
+      message: isHmac
+        ? `${name} needs a secret, but this jwt has ${sources[0]}; use RS*, PS*, ES* or EdDSA with a public key`
+        : `${name} needs publicKey or jwksUrl, but this jwt has a secret; use HS256, HS384 or HS512 with a secret`,
+    });
+  });
+}
+
+function checkRoutes(routes: unknown[], root: RawMap, issues: PathIssue[]): void {
+  const hasIdentity = root.identity !== undefined;
+  const hasTierClaim = asMap(asMap(root.identity)?.jwt)?.tierClaim !== undefined;
+  const firstUseOfId = new Map<string, number>();
+
+  routes.forEach((value, routeIndex) => {
+    const route = asMap(value);
+    if (route === undefined) return;
+
+    if (typeof route.id === 'string') {
+      const first = firstUseOfId.get(route.id);
+      if (first === undefined) firstUseOfId.set(route.id, routeIndex);
+      else issues.push({ path: ['routes', routeIndex, 'id'], message: `duplicate route id "${route.id}" (already used by routes[${first}]); ids must be unique` });
+    }
+
+    const match = asMap(route.match);
+    if (match !== undefined) {
+      const given = presentKeys(match, ['path', 'regex']);
+      if (given.length !== 1) {
+        issues.push({
+          path: ['routes', routeIndex, 'match'],
+          message: given.length === 0 ? 'give path or regex' : 'give path or regex, not both',
+        });
+      }
+      if (typeof route.caseSensitive === 'boolean' && typeof match.caseSensitive === 'boolean' && route.caseSensitive !== match.caseSensitive) {
+        issues.push({ path: ['routes', routeIndex, 'caseSensitive'], message: 'contradicts match.caseSensitive; set it in one place' });
+      }
+    }
+
+    asList(route.limits).forEach((limitValue, limitIndex) => {
+      const limit = asMap(limitValue);
+      if (limit === undefined) return;
+      const path = ['routes', routeIndex, 'limits', limitIndex];
+      if (limit.by === 'user' && limit.for === 'anonymous') {
+        issues.push({ path: [...path, 'for'], message: `a limit by user cannot apply to anonymous requests (they have no user); use by: ip` });
+      } else if (!hasIdentity && limit.by === 'user') {
+        issues.push({ path: [...path, 'by'], message: `limiting by user needs an identity section (identity.jwt or identity.header)` });
+      }
+      if (!hasIdentity && (limit.for === 'anonymous' || limit.for === 'authenticated')) {
+        issues.push({ path: [...path, 'for'], message: `${limit.for} needs an identity section (without one every request is anonymous)` });
+      }
+      if (limit.tiers !== undefined && !hasTierClaim) {
+        issues.push({ path: [...path, 'tiers'], message: `tiers need identity.jwt.tierClaim (the token claim that names the tier)` });
+      }
+    });
+  });
+}
+
+function checkStore(store: RawMap, issues: PathIssue[]): void {
+  const redis = asMap(store.redis);
+  if (store.type === 'redis' && store.redis === undefined) {
+    issues.push({ path: ['store', 'type'], message: 'redis needs a store.redis section (url, sentinels or cluster)' });
+  }
+  if (redis === undefined) return;
+  const connections = presentKeys(redis, ['url', 'sentinels', 'cluster']);
+  if (connections.length !== 1) {
+    issues.push({
+      path: ['store', 'redis'],
+      message:
+        connections.length === 0
+          ? 'give one of url, sentinels (with name) or cluster'
+          : `give only one of url, sentinels or cluster, found ${connections.join(' and ')}`,
+    });
+  }
+  if (redis.sentinels !== undefined && redis.name === undefined) {
+    issues.push({ path: ['store', 'redis', 'sentinels'], message: 'needs name (the sentinel master name, e.g. mymaster)' });
+  }
+  if (redis.name !== undefined && redis.sentinels === undefined) {
+    issues.push({ path: ['store', 'redis', 'name'], message: 'is the sentinel master name and is only used with sentinels' });
+  }
+}
+
+/** Advice about a valid policy; it still loads. */
+export function findWarnings(config: PolicyConfig): PathIssue[] {
+  const warnings: PathIssue[] = [];
+  const secret = config.identity?.jwt?.secret;
+  if (secret !== undefined && Buffer.byteLength(secret, 'utf8') < MIN_HMAC_SECRET_BYTES) {
+    warnings.push({
+      path: ['identity', 'jwt', 'secret'],
+      message: `JWT secret is shorter than ${MIN_HMAC_SECRET_BYTES} bytes; use at least ${MIN_HMAC_SECRET_BYTES} random bytes`,
+    });
+  }
+  if (config.store.redis !== undefined && config.store.type === 'memory') {
+    warnings.push({
+      path: ['store', 'redis'],
+      message: 'is ignored because store.type is memory; set store.type: redis to use it',
+    });
+  }
+  return warnings;
+}
