@@ -1,1 +1,87 @@
-export {}
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import { ConfigLoadError, Tollgate } from './app.js';
+import { formatIssue, loadPolicyFile } from './config/load.js';
+import { parseCommand, USAGE, UsageError, type ServeSettings } from './config/settings.js';
+import { createLogger } from './observability/logger.js';
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+/** `tollgate validate FILE`: exit 0 if valid, else 1 with every problem as FILE:LINE:COL message. */
+function validate(file: string): number {
+  const result = loadPolicyFile(file, process.env);
+  if (!result.ok) {
+    for (const issue of result.errors) process.stderr.write(formatIssue(issue) + '\n');
+    return 1;
+  }
+  for (const warning of result.policy.warnings) process.stderr.write(`${formatIssue(warning)} (warning)\n`);
+  process.stdout.write(`${file}: valid (${result.policy.config.routes.length} routes, sha256 ${result.policy.hash.slice(0, 12)})\n`);
+  return 0;
+}
+
+async function serve(settings: ServeSettings): Promise<void> {
+  const logger = createLogger(settings.logLevel);
+  let tollgate: Tollgate;
+  try {
+    tollgate = await Tollgate.start({ settings, logger });
+  } catch (error) {
+    if (error instanceof ConfigLoadError) {
+      for (const issue of error.issues) process.stderr.write(formatIssue(issue) + '\n');
+    } else {
+      process.stderr.write(`tollgate: ${(error as Error).message}\n`);
+    }
+    logger.flush();
+    process.exitCode = 1;
+    return;
+  }
+  process.on('SIGHUP', () => tollgate.reload('sighup'));
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ event: 'signal', signal }, `received ${signal}`);
+    tollgate.shutdown().then(
+      () => {
+        logger.flush();
+        process.exit(0);
+      },
+      (error: unknown) => {
+        logger.error({ event: 'shutdown_failed', err: error }, 'shutdown failed');
+        logger.flush();
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+async function main(): Promise<void> {
+  let command;
+  try {
+    command = parseCommand(process.argv.slice(2), process.env);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    process.stderr.write(`tollgate: ${error.message}\n\n${USAGE}`);
+    process.exitCode = 2;
+    return;
+  }
+  switch (command.command) {
+    case 'help':
+      process.stdout.write(USAGE);
+      return;
+    case 'version':
+      process.stdout.write(`${version()}\n`);
+      return;
+    case 'validate':
+      process.exitCode = validate(command.file);
+      return;
+    case 'serve':
+      await serve(command.settings);
+  }
+}
+
+void main();

@@ -1,0 +1,303 @@
+import type http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { loadPolicyFile, formatIssue, type LoadedPolicy } from './config/load.js';
+import { redactPolicy } from './config/redact.js';
+import type { ListenAddress, ServeSettings } from './config/settings.js';
+import type { ConfigIssue, StoreConfig } from './config/types.js';
+import { watchConfigFile } from './config/watch.js';
+import { Limiter } from './limiter/limiter.js';
+import { createLogger, type Logger } from './observability/logger.js';
+import { createMetrics, type Metrics } from './observability/metrics.js';
+import { ViolationLog } from './observability/violations.js';
+import { compilePolicy } from './policy/compile.js';
+import type { CompiledPolicy } from './policy/types.js';
+import { createAdminServer } from './admin/server.js';
+import { HttpForwarder } from './proxy/forward.js';
+import { createProxyServer, type ActivePolicy, type ProxyServer } from './proxy/server.js';
+import { UpgradeForwarder } from './proxy/upgrade.js';
+import { MemoryStore } from './store/memory.js';
+import type { RateLimitStore } from './store/types.js';
+
+export class ConfigLoadError extends Error {
+  override readonly name = 'ConfigLoadError';
+  constructor(readonly issues: ConfigIssue[]) {
+    super(issues.map(formatIssue).join('\n'));
+  }
+}
+
+export interface TollgateOptions {
+  settings: ServeSettings;
+  env?: Record<string, string | undefined>;
+  /** Injected in tests; Date.now otherwise. */
+  clock?: () => number;
+  logger?: Logger;
+  metrics?: Metrics;
+  /** Watch the config directory for edits (default true). */
+  watch?: boolean;
+}
+
+export type ReloadResult = { ok: true; changed: boolean; hash: string } | { ok: false; errors: ConfigIssue[] };
+
+function listen(server: http.Server, address: ListenAddress): Promise<AddressInfo> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(address.port, address.host, () => {
+      server.off('error', reject);
+      resolve(server.address() as AddressInfo);
+    });
+  });
+}
+
+function closeServer(server: http.Server): Promise<void> {
+  return new Promise((resolve) => server.close(() => resolve()));
+}
+
+function sameStore(a: StoreConfig, b: StoreConfig): boolean {
+  return JSON.stringify(a) === JSON.stringify(b);
+}
+
+/** The store named by the policy; Redis is loaded only when asked for. */
+async function createStore(config: StoreConfig, clock: () => number, logger: Logger, metrics: Metrics): Promise<RateLimitStore> {
+  if (config.type === 'redis' && config.redis !== undefined) {
+    const { createRedisStore } = await import('./store/redis/index.js');
+    return createRedisStore({ config: config.redis, clock, logger, metrics, memoryFallback: config.memory });
+  }
+  let lastLog = 0;
+  return new MemoryStore({
+    maxKeys: config.memory.maxKeys,
+    maxBlocks: config.memory.maxBlocks,
+    clock,
+    onEvict: (structure) => {
+      metrics.storeEvictions.inc();
+      const now = Date.now();
+      if (now - lastLog > 10_000) {
+        lastLog = now;
+        logger.warn({ event: 'store_eviction', structure }, `memory bound reached: evicting least recently used ${structure} (raise store.memory.maxKeys/maxBlocks)`);
+      }
+    },
+  });
+}
+
+/**
+ * One running Tollgate: the proxy and admin listeners, the store, and the active
+ * policy, which reloads swap atomically (requests in flight keep the one they
+ * started with; counters survive because store keys do not depend on limit values).
+ */
+export class Tollgate {
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly store: RateLimitStore;
+  #active: ActivePolicy;
+  #loaded: LoadedPolicy;
+  readonly #settings: ServeSettings;
+  readonly #env: Record<string, string | undefined>;
+  readonly #clock: () => number;
+  readonly #violations: ViolationLog;
+  readonly #proxy: ProxyServer;
+  readonly #admin: http.Server;
+  #watcher: { close(): void } | undefined;
+  #ready = false;
+  #draining = false;
+  #proxyAddress: AddressInfo | undefined;
+  #adminAddress: AddressInfo | undefined;
+
+  private constructor(options: TollgateOptions, loaded: LoadedPolicy, policy: CompiledPolicy, logger: Logger, metrics: Metrics, store: RateLimitStore) {
+    this.#settings = options.settings;
+    this.#env = options.env ?? process.env;
+    this.#clock = options.clock ?? Date.now;
+    this.logger = logger;
+    this.metrics = metrics;
+    this.#loaded = loaded;
+    this.#active = { policy, http: new HttpForwarder(policy.upstream), ws: new UpgradeForwarder(policy.upstream) };
+    this.store = store;
+    const redis = loaded.config.store.type === 'redis' ? loaded.config.store.redis : undefined;
+    const onErrorStatus = redis?.onErrorStatus ?? 503;
+    const limiter = new Limiter({ store: this.store, onStoreError: redis?.onError === 'allow' ? 'allow' : 'deny' });
+    this.#violations = new ViolationLog(logger, { clock: this.#clock });
+    this.#proxy = createProxyServer(
+      {
+        limiter,
+        metrics,
+        logger,
+        violations: this.#violations,
+        clock: this.#clock,
+        active: () => this.#active,
+        onErrorStatus: () => onErrorStatus,
+        draining: () => this.#draining,
+      },
+      {
+        headersTimeoutMs: options.settings.headersTimeoutMs,
+        requestTimeoutMs: options.settings.requestTimeoutMs,
+        keepAliveTimeoutMs: options.settings.keepAliveTimeoutMs,
+      },
+    );
+    this.#admin = createAdminServer({
+      metrics,
+      ready: () => this.#ready && !this.#draining,
+      config: () => ({
+        hash: this.#loaded.hash,
+        loadedAt: new Date(this.#active.policy.loadedAt).toISOString(),
+        file: this.#loaded.file,
+        policy: redactPolicy(this.#loaded.config),
+      }),
+    });
+    metrics.configInfo.set({ hash: loaded.hash }, 1);
+    metrics.configValid.set(1);
+    metrics.configLastReloadSuccess.set(Math.floor(Date.now() / 1000));
+  }
+
+  /** Loads the policy (throws ConfigLoadError when invalid), then starts both listeners. */
+  static async start(options: TollgateOptions): Promise<Tollgate> {
+    const logger = options.logger ?? createLogger(options.settings.logLevel);
+    const metrics = options.metrics ?? createMetrics();
+    const result = loadPolicyFile(options.settings.configFile, options.env ?? process.env);
+    if (!result.ok) throw new ConfigLoadError(result.errors);
+    for (const warning of result.policy.warnings) logger.warn({ event: 'config_warning' }, formatIssue(warning));
+    const policy = compilePolicy(result.policy.config, result.policy.hash, {
+      upstream: options.settings.upstream,
+      identityEvents: Tollgate.#identityEvents(logger, metrics),
+    });
+    const clock = options.clock ?? Date.now;
+    const store = await createStore(result.policy.config.store, clock, logger, metrics);
+    const tollgate = new Tollgate(options, result.policy, policy, logger, metrics, store);
+    await tollgate.#listen();
+    if (options.watch !== false) {
+      tollgate.#watcher = watchConfigFile(options.settings.configFile, () => void tollgate.reload('file_change'));
+    }
+    return tollgate;
+  }
+
+  static #identityEvents(logger: Logger, metrics: Metrics) {
+    return {
+      onError(kind: string) {
+        metrics.identityErrors.inc({ kind });
+        logger.warn({ event: 'identity_error', kind }, 'identity provider failing: users are treated as anonymous');
+      },
+    };
+  }
+
+  get proxyAddress(): AddressInfo {
+    return this.#proxyAddress as AddressInfo;
+  }
+
+  get adminAddress(): AddressInfo {
+    return this.#adminAddress as AddressInfo;
+  }
+
+  get policy(): CompiledPolicy {
+    return this.#active.policy;
+  }
+
+  async #listen(): Promise<void> {
+    this.#adminAddress = await listen(this.#admin, this.#settings.admin);
+    this.logger.info({ event: 'listening', listener: 'admin', host: this.#adminAddress.address, port: this.#adminAddress.port }, 'admin listening');
+    this.#proxyAddress = await listen(this.#proxy.server, this.#settings.listen);
+    this.logger.info(
+      { event: 'listening', listener: 'proxy', host: this.#proxyAddress.address, port: this.#proxyAddress.port, upstream: this.#active.policy.upstream.origin },
+      'proxy listening',
+    );
+    this.#ready = true;
+  }
+
+  /**
+   * Re-reads the policy file. Only a fully valid file replaces the active policy;
+   * an invalid one is logged (FILE:LINE:COL) and counted, and the old one stays.
+   */
+  reload(trigger: 'file_change' | 'sighup' | 'api' = 'api'): ReloadResult {
+    const result = loadPolicyFile(this.#settings.configFile, this.#env);
+    if (!result.ok) {
+      this.metrics.configReloads.inc({ result: 'failure' });
+      this.metrics.configValid.set(0);
+      for (const issue of result.errors) this.logger.error({ event: 'config_reload_failed', trigger }, formatIssue(issue));
+      return { ok: false, errors: result.errors };
+    }
+    if (result.policy.hash === this.#loaded.hash) {
+      this.metrics.configValid.set(1);
+      return { ok: true, changed: false, hash: result.policy.hash };
+    }
+    let policy: CompiledPolicy;
+    try {
+      policy = compilePolicy(result.policy.config, result.policy.hash, {
+        upstream: this.#settings.upstream,
+        identityEvents: Tollgate.#identityEvents(this.logger, this.metrics),
+      });
+    } catch (error) {
+      const issue = { file: this.#settings.configFile, line: 1, col: 1, message: (error as Error).message };
+      this.metrics.configReloads.inc({ result: 'failure' });
+      this.metrics.configValid.set(0);
+      this.logger.error({ event: 'config_reload_failed', trigger }, formatIssue(issue));
+      return { ok: false, errors: [issue] };
+    }
+    for (const warning of result.policy.warnings) this.logger.warn({ event: 'config_warning' }, formatIssue(warning));
+    if (!sameStore(result.policy.config.store, this.#loaded.config.store)) {
+      this.logger.warn({ event: 'config_store_changed' }, 'store settings changed: they apply at the next restart; limits reload now');
+    }
+    const previous = this.#active;
+    const sameUpstream = previous.policy.upstream.origin === policy.upstream.origin;
+    this.#active = {
+      policy,
+      http: sameUpstream ? previous.http : new HttpForwarder(policy.upstream),
+      ws: sameUpstream ? previous.ws : new UpgradeForwarder(policy.upstream),
+    };
+    const previousHash = this.#loaded.hash;
+    this.#loaded = result.policy;
+    if (!sameUpstream) {
+      // In-flight requests finish on the old pool; close() waits for them.
+      void previous.http.close();
+      previous.ws.close();
+    }
+    previous.policy.identity?.close?.();
+    this.metrics.configReloads.inc({ result: 'success' });
+    this.metrics.configValid.set(1);
+    this.metrics.configLastReloadSuccess.set(Math.floor(Date.now() / 1000));
+    this.metrics.configInfo.remove({ hash: previousHash });
+    this.metrics.configInfo.set({ hash: result.policy.hash }, 1);
+    this.logger.info({ event: 'config_reloaded', trigger, hash: result.policy.hash, routes: policy.routes.length }, 'policy reloaded');
+    return { ok: true, changed: true, hash: result.policy.hash };
+  }
+
+  /**
+   * Graceful stop: not ready at once, stop accepting, let in-flight requests and
+   * WebSocket tunnels finish until `drainTimeoutMs`, then cut what is left.
+   */
+  async shutdown(drainTimeoutMs = this.#settings.drainTimeoutMs): Promise<void> {
+    if (this.#draining) return;
+    this.#draining = true;
+    this.logger.info({ event: 'draining', drainTimeoutMs }, 'draining: not ready, finishing in-flight requests');
+    this.#watcher?.close();
+    const server = this.#proxy.server;
+    const closed = closeServer(server);
+    const deadline = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), drainTimeoutMs).unref());
+    const tunnelsClosed = (async () => {
+      while (this.#proxy.tunnels.size > 0) await new Promise((r) => setTimeout(r, 50));
+    })();
+    const outcome = await Promise.race([Promise.all([closed, tunnelsClosed]).then(() => 'drained' as const), deadline]);
+    if (outcome === 'timeout') {
+      this.logger.warn({ event: 'drain_timeout', tunnels: this.#proxy.tunnels.size }, 'drain timeout: closing remaining connections');
+      server.closeAllConnections();
+      for (const socket of this.#proxy.tunnels) socket.destroy();
+      await closed;
+    }
+    await this.#closeRest();
+    this.logger.info({ event: 'stopped' }, 'stopped');
+  }
+
+  /** Immediate stop (tests). */
+  async close(): Promise<void> {
+    this.#draining = true;
+    this.#watcher?.close();
+    this.#proxy.server.closeAllConnections();
+    for (const socket of this.#proxy.tunnels) socket.destroy();
+    await closeServer(this.#proxy.server);
+    await this.#closeRest();
+  }
+
+  async #closeRest(): Promise<void> {
+    this.#violations.close();
+    this.#active.policy.identity?.close?.();
+    this.#active.ws.close();
+    await Promise.allSettled([this.#active.http.close(), this.store.close()]);
+    this.#admin.closeAllConnections();
+    await closeServer(this.#admin);
+  }
+}
