@@ -1,0 +1,85 @@
+import type { RouteMatchConfig } from '../config/types.js';
+import { canonicalPath } from './path.js';
+import type { CompiledRoute, RouteMatcher } from './types.js';
+
+interface CompiledMatcher {
+  readonly route: CompiledRoute;
+  /** Undefined = any method. */
+  readonly methods: ReadonlySet<string> | undefined;
+  /** Undefined = upgrades and plain requests alike. */
+  readonly websocket: boolean | undefined;
+  readonly caseSensitive: boolean;
+  /** Tests the canonical path (lower-cased unless `caseSensitive`). */
+  readonly matchesPath: (path: string) => boolean;
+}
+
+const PREFIX_SUFFIX = '/*';
+
+/**
+ * First route whose method, upgrade flag and canonical path match, in file order. The
+ * target is canonicalised at most once per case mode per request, not once per route.
+ */
+export function createRouter(routes: ReadonlyArray<{ route: CompiledRoute; match: RouteMatchConfig }>): RouteMatcher {
+  const matchers = routes.map(({ route, match }) => compileMatcher(route, match));
+  return Object.freeze({
+    match(method: string, rawTarget: string, isUpgrade: boolean): CompiledRoute | undefined {
+      let foldedPath: string | undefined;
+      let exactPath: string | undefined;
+      for (const matcher of matchers) {
+        if (matcher.methods !== undefined && !matcher.methods.has(method)) continue;
+        if (matcher.websocket !== undefined && matcher.websocket !== isUpgrade) continue;
+        const path = matcher.caseSensitive
+          ? (exactPath ??= canonicalPath(rawTarget, true))
+          : (foldedPath ??= canonicalPath(rawTarget, false));
+        if (matcher.matchesPath(path)) return matcher.route;
+      }
+      return undefined;
+    },
+  });
+}
+
+function compileMatcher(route: CompiledRoute, match: RouteMatchConfig): CompiledMatcher {
+  const caseSensitive = match.caseSensitive === true;
+  return Object.freeze({
+    route,
+    methods: match.methods === undefined ? undefined : compileMethods(match.methods),
+    websocket: match.websocket,
+    caseSensitive,
+    matchesPath: compilePathTest(route.id, match, caseSensitive),
+  });
+}
+
+/**
+ * Upper-cased method set. HEAD joins GET: common frameworks (Express, Fastify, Koa)
+ * answer HEAD with the GET handler, so a GET-only limit must not be escapable by HEAD.
+ */
+function compileMethods(methods: readonly string[]): ReadonlySet<string> {
+  const set = new Set(methods.map((method) => method.toUpperCase()));
+  if (set.has('GET')) set.add('HEAD');
+  return set;
+}
+
+function compilePathTest(routeId: string, match: RouteMatchConfig, caseSensitive: boolean): (path: string) => boolean {
+  if (match.regex !== undefined) {
+    let regex: RegExp;
+    try {
+      // The path is already lower-cased when case-insensitive; `i` lets the pattern say `Foo`.
+      regex = new RegExp(match.regex, caseSensitive ? '' : 'i');
+    } catch (error) {
+      throw new Error(`route "${routeId}": invalid regex ${JSON.stringify(match.regex)}: ${(error as Error).message}`);
+    }
+    return (path) => regex.test(path);
+  }
+  const pattern = match.path;
+  if (pattern === undefined) throw new Error(`route "${routeId}": match needs a path or a regex`);
+  if (/[?#]/.test(pattern)) throw new Error(`route "${routeId}": path ${JSON.stringify(pattern)} must not contain "?" or "#"`);
+  if (!pattern.endsWith(PREFIX_SUFFIX)) {
+    const exact = canonicalPath(pattern, caseSensitive);
+    return (path) => path === exact;
+  }
+  // `/a/*` covers `/a` and everything below it, never `/ab`.
+  const base = canonicalPath(pattern.slice(0, -PREFIX_SUFFIX.length), caseSensitive);
+  if (base === '/') return () => true;
+  return (path) =>
+    path === base || (path.length > base.length && path.charCodeAt(base.length) === 0x2f && path.startsWith(base));
+}
