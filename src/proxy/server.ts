@@ -124,18 +124,46 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
     else res.destroy();
   }
 
+  /** One access-log line per request when the policy says `log.access: true` (path only: queries may hold secrets). */
+  function accessLog(req: IncomingMessage, res: ServerResponse, startedAt: number, ev: Evaluation | undefined): void {
+    logger.info(
+      {
+        event: 'access',
+        method: req.method,
+        path: (req.url ?? '/').split('?', 1)[0],
+        status: res.statusCode,
+        durationMs: Math.round((performance.now() - startedAt) * 1000) / 1000,
+        route: ev?.route?.id ?? UNMATCHED_ROUTE,
+        decision: ev?.decision,
+        clientIp: ev?.client.ip,
+        userId: ev?.identity.userId,
+        requestId: ev?.requestId,
+      },
+      'request',
+    );
+  }
+
   function onRequest(req: IncomingMessage, res: ServerResponse, expectsContinue = false): void {
     const active = deps.active();
     metrics.inflight.inc();
-    res.once('close', () => metrics.inflight.dec());
+    let evaluated: Evaluation | undefined;
+    const startedAt = active.policy.config.log.access ? performance.now() : -1;
+    res.once('close', () => {
+      metrics.inflight.dec();
+      if (startedAt >= 0) accessLog(req, res, startedAt, evaluated);
+    });
     try {
       const ev = evaluate(active.policy, deps, req, false);
       if (ev instanceof Promise) {
         ev.then(
-          (e) => act(active, req, res, e, expectsContinue),
+          (e) => {
+            evaluated = e;
+            act(active, req, res, e, expectsContinue);
+          },
           (error: unknown) => fail(req, res, error),
         );
       } else {
+        evaluated = ev;
         act(active, req, res, ev, expectsContinue);
       }
     } catch (error) {
