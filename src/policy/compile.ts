@@ -1,0 +1,120 @@
+import type { AlgorithmName, LimitConfig, PolicyConfig, RouteConfig } from '../config/types.js';
+import { createAllowList } from './allow.js';
+import { createClientIpResolver } from './client-ip.js';
+import { createIdentityResolver, type IdentityEvents } from './identity.js';
+import { createRouter } from './router.js';
+import type { CompiledLimit, CompiledPolicy, CompiledRoute, LimitKind } from './types.js';
+
+export interface CompileOptions {
+  /** Upstream from a flag or the environment; wins over the file's `upstream`. */
+  upstream?: string;
+  /** Clock (unix ms) for `loadedAt` and token expiry. Default `Date.now`. */
+  now?: () => number;
+  identityEvents?: IdentityEvents;
+}
+
+/** Short algorithm codes used in store keys. */
+export const ALGORITHM_CODES: Readonly<Record<AlgorithmName, string>> = Object.freeze({
+  'sliding-window': 'sw',
+  'sliding-log': 'sl',
+  'fixed-window': 'fw',
+  'token-bucket': 'tb',
+});
+
+export const DEFAULT_MESSAGE = 'Too many requests, please retry later';
+
+/** Route ids go inside the Redis Cluster hash tag `{id}`; braces or colons would break it. */
+const ROUTE_ID = /^[A-Za-z0-9._-]+$/;
+const HEADER_PREFIX = 'header:';
+
+/**
+ * Turns a validated policy into immutable matchers and parsed numbers, once per load or
+ * reload, so a request does no configuration work. Throws an Error naming the problem
+ * when the policy cannot work (no upstream, bad CIDR, unusable key, ...).
+ */
+export function compilePolicy(config: PolicyConfig, hash: string, options: CompileOptions = {}): CompiledPolicy {
+  const now = options.now ?? Date.now;
+  const upstream = parseUpstream(options.upstream ?? config.upstream);
+  const seenIds = new Set<string>();
+  const routes = config.routes.map((route) => {
+    if (seenIds.has(route.id)) throw new Error(`routes: duplicate route id "${route.id}"`);
+    seenIds.add(route.id);
+    return compileRoute(route, config);
+  });
+  const identity = config.identity;
+  const hasIdentity = identity !== undefined && (identity.jwt !== undefined || identity.header !== undefined);
+  return Object.freeze({
+    config,
+    hash,
+    loadedAt: now(),
+    upstream,
+    upstreamTimeoutMs: config.upstreamTimeoutMs,
+    routes: Object.freeze(routes),
+    router: createRouter(config.routes.map((route, index) => ({ route: routes[index], match: route.match }))),
+    clientIp: createClientIpResolver(config.clientIp),
+    identity: hasIdentity ? createIdentityResolver(identity, options.identityEvents, { now }) : null,
+    allow: createAllowList(config.allow),
+  });
+}
+
+function parseUpstream(text: string | undefined): URL {
+  if (text === undefined || text.trim() === '') {
+    throw new Error('no upstream: set `upstream` in the policy file or pass an upstream override (flag or environment)');
+  }
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new Error(`upstream is not a URL: ${text}`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new Error(`upstream must be an http: or https: URL, got ${url.protocol}`);
+  }
+  return url;
+}
+
+function compileRoute(route: RouteConfig, config: PolicyConfig): CompiledRoute {
+  if (!ROUTE_ID.test(route.id)) {
+    throw new Error(`route id "${route.id}" may only contain letters, digits, ".", "_" and "-"`);
+  }
+  const routeAlgorithm = route.algorithm ?? config.defaults.algorithm;
+  return Object.freeze({
+    id: route.id,
+    message: route.message ?? DEFAULT_MESSAGE,
+    mode: route.mode ?? config.defaults.mode,
+    upstreamTimeoutMs: route.upstreamTimeoutMs ?? config.upstreamTimeoutMs,
+    limits: Object.freeze(route.limits.map((limit, index) => compileLimit(route.id, limit, index, routeAlgorithm))),
+  });
+}
+
+function compileLimit(routeId: string, limit: LimitConfig, index: number, routeAlgorithm: AlgorithmName): CompiledLimit {
+  const algorithm = limit.algorithm ?? routeAlgorithm;
+  const code = ALGORITHM_CODES[algorithm];
+  if (code === undefined) throw new Error(`route "${routeId}": unknown algorithm "${algorithm}"`);
+  const { kind, headerName } = limitKind(routeId, limit.by);
+  const by = headerName === undefined ? limit.by : `${HEADER_PREFIX}${headerName}`;
+  return Object.freeze({
+    index,
+    routeId,
+    by,
+    kind,
+    ...(headerName === undefined ? {} : { headerName }),
+    limit: limit.limit,
+    ...(limit.tiers === undefined ? {} : { tiers: new Map(Object.entries(limit.tiers)) }),
+    windowMs: limit.windowMs,
+    blockMs: limit.blockMs ?? 0,
+    for: limit.for,
+    algorithm,
+    keyPrefix: `{${routeId}}:${by}:${limit.windowMs}:${code}:`,
+    policyName: `${routeId}.${by}`,
+    windowSeconds: Math.ceil(limit.windowMs / 1000),
+  });
+}
+
+function limitKind(routeId: string, by: string): { kind: LimitKind; headerName?: string } {
+  if (by === 'ip' || by === 'user' || by === 'global') return { kind: by };
+  if (by.startsWith(HEADER_PREFIX) && by.length > HEADER_PREFIX.length) {
+    return { kind: 'header', headerName: by.slice(HEADER_PREFIX.length).toLowerCase() };
+  }
+  throw new Error(`route "${routeId}": limit by "${by}" must be ip, user, global or header:NAME`);
+}
