@@ -23,10 +23,11 @@ const HOW_TO_WRITE = 'write ${NAME} or ${NAME:-default}';
  * later validation can still point at line and column. As in the shell, the default
  * applies when the variable is unset or empty.
  *
- * A value that is exactly one reference is re-typed as YAML would type the resulting
- * text (`limit: ${L}` with L=20 gives the number 20, `true` a boolean); a reference
- * with text around it stays a string. Quoting does not prevent re-typing, because
- * inside `{ }` and `[ ]` a reference has to be quoted (`{` is YAML syntax there).
+ * An unquoted value that is exactly one reference is re-typed as YAML would type the
+ * resulting text (`limit: ${L}` with L=20 gives the number 20, `true` a boolean). As
+ * in YAML, a quoted value stays text (`secret: "${S}"` is text even if S is 12345), and
+ * so does a reference with text around it. Inside `{ }` and `[ ]` a reference must be
+ * quoted (`{` is YAML syntax there), so a number from the environment needs block style.
  *
  * Messages name variables but never include their values (they are often secrets).
  */
@@ -41,7 +42,8 @@ export function expandEnvInDocument(doc: Document, env: Env): EnvIssue[] {
         for (const message of result.errors) issues.push({ node, message });
         return;
       }
-      node.value = WHOLE_REFERENCE.test(source) ? typeAsYaml(result.text) : result.text;
+      const retype = node.type === 'PLAIN' && WHOLE_REFERENCE.test(source);
+      node.value = retype ? typeAsYaml(result.text) : result.text;
     },
   });
   return issues;

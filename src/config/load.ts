@@ -8,7 +8,7 @@
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { isAlias, isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node, type Pair } from 'yaml';
+import { isAlias, isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node, type Pair } from 'yaml';
 import { expandEnvInDocument, type Env } from './env.js';
 import { describeIssue, findContradictions, findWarnings, policySchema, type PathIssue } from './schema.js';
 import type { ConfigIssue, PolicyConfig } from './types.js';
@@ -60,12 +60,16 @@ function loadPolicy(text: string, hash: string, file: string, env: Env): LoadRes
   const fail = (errors: ConfigIssue[]): LoadResult => ({ ok: false, errors: sortByPosition(errors) });
 
   const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
-  const yamlErrors = doc.errors.map((error) =>
-    at(error.pos[0], error.code === 'DUPLICATE_KEY' ? duplicateKeyMessage(text, error.pos) : yamlErrorMessage(error.message)),
-  );
-  // A syntax error leaves the structure unknown; a duplicate key does not (the last one
-  // wins in the data), so then the rest is still validated and reported too.
-  if (doc.errors.some((error) => error.code !== 'DUPLICATE_KEY')) return fail(yamlErrors);
+  const duplicateKeys = doc.errors
+    .filter((error) => error.code === 'DUPLICATE_KEY')
+    .map((error) => at(error.pos[0], duplicateKeyMessage(doc, error.pos[0])));
+  // After a syntax error the parser's recovery yields a cascade of follow-on errors
+  // (often dozens), so only the first is reported. A duplicate key leaves the
+  // structure intact (the last one wins in the data), so the rest is still validated.
+  const syntaxError = doc.errors.find((error) => error.code !== 'DUPLICATE_KEY');
+  if (syntaxError !== undefined) {
+    return fail([...duplicateKeys, at(syntaxError.pos[0], yamlErrorMessage(syntaxError.message, lineAt(text, syntaxError.pos[0])))]);
+  }
 
   if (doc.contents === null || (isScalar(doc.contents) && doc.contents.value === null)) {
     return fail([at(0, 'the policy file is empty; it needs at least a map of settings such as `routes: []`')]);
@@ -84,18 +88,19 @@ function loadPolicy(text: string, hash: string, file: string, env: Env): LoadRes
   try {
     data = doc.toJS({ maxAliasCount: 100 });
   } catch (error) {
-    return fail([...yamlErrors, ...envErrors, at(0, `invalid YAML: ${error instanceof Error ? error.message : String(error)}`)]);
+    return fail([...duplicateKeys, ...envErrors, at(0, `invalid YAML: ${error instanceof Error ? error.message : String(error)}`)]);
   }
 
   const parsed = policySchema.safeParse(data, { error: describeIssue });
-  const pathIssues = [...(parsed.success ? [] : parsed.error.issues.flatMap(toPathIssues)), ...findContradictions(data)];
+  const schemaIssues = parsed.success ? [] : withoutMisspelledRequiredKeys(parsed.error.issues.flatMap(toPathIssues));
+  const pathIssues = [...schemaIssues, ...findContradictions(data)];
   const locate = (issue: LocatableIssue) => locateIssue(doc, issue);
   const schemaErrors = pathIssues
     .map(locate)
     .filter((located) => !unexpanded.has(located.node as Node))
     .map((located) => at(located.offset, located.message));
 
-  const errors = [...yamlErrors, ...envErrors, ...schemaErrors];
+  const errors = [...duplicateKeys, ...envErrors, ...schemaErrors];
   if (!parsed.success || errors.length > 0) return fail(errors);
 
   const warnings = [
@@ -105,14 +110,39 @@ function loadPolicy(text: string, hash: string, file: string, env: Env): LoadRes
   return { ok: true, policy: { file, config: parsed.data, hash, warnings: sortByPosition(warnings) } };
 }
 
-/** yaml quotes the offending source token (`...: "value"`); it could be a secret, and the position already shows it. */
-function yamlErrorMessage(message: string): string {
-  return `invalid YAML: ${message.replace(/: ".*"$/s, '')}`;
+/**
+ * yaml's message without the source token it quotes (`...: "value"`): that could be a
+ * secret, and the position already shows it. Inside `{ }` or `[ ]` an unquoted
+ * `${VAR}` is a syntax error (`{` opens a map there), hence the hint.
+ */
+function yamlErrorMessage(message: string, line: string): string {
+  const unquotedReferenceInFlow = /[{[][^"']*\$\{/.test(line);
+  const hint = unquotedReferenceInFlow
+    ? ' (inside { } or [ ], quote environment references: "${NAME}" gives text; for a number use block style)'
+    : '';
+  return `invalid YAML: ${message.replace(/: ".*"$/s, '')}${hint}`;
 }
 
-function duplicateKeyMessage(text: string, [start, end]: [number, number]): string {
-  const key = text.slice(start, end);
-  return `duplicate key ${JSON.stringify(key)}: each key may appear once in a map (the last one would silently win)`;
+/** The source line that contains `offset`. */
+function lineAt(text: string, offset: number): string {
+  const start = text.lastIndexOf('\n', offset - 1) + 1;
+  const end = text.indexOf('\n', offset);
+  return text.slice(start, end < 0 ? undefined : end);
+}
+
+function duplicateKeyMessage(doc: Document, offset: number): string {
+  let key: unknown;
+  visit(doc, {
+    Pair(_, pair) {
+      if (isScalar(pair.key) && pair.key.range?.[0] === offset) {
+        key = pair.key.value;
+        return visit.BREAK;
+      }
+      return undefined;
+    },
+  });
+  const name = key === undefined ? '' : ` ${JSON.stringify(String(key))}`;
+  return `duplicate key${name}: each key may appear once in a map (remove or rename one)`;
 }
 
 /** By line, then column; issues at the same place keep the order they were found in. */
@@ -132,6 +162,22 @@ function toPathIssues(issue: { code: string; path: PropertyKey[]; message: strin
     return issue.keys.map((key, index) => ({ path: [...path, key], message: lines[index] ?? `unknown key "${key}"`, unknownKey: true }));
   }
   return [{ path, message: issue.message }];
+}
+
+/**
+ * A misspelled required key (`limts`) is reported once, as an unknown key that
+ * suggests the right name, rather than again as the required key that is missing.
+ */
+function withoutMisspelledRequiredKeys(issues: LocatableIssue[]): LocatableIssue[] {
+  const suggested = new Set(
+    issues
+      .filter((issue) => issue.unknownKey === true)
+      .flatMap((issue) => {
+        const meant = /did you mean "([^"]+)"/.exec(issue.message)?.[1];
+        return meant === undefined ? [] : [JSON.stringify([...issue.path.slice(0, -1), meant])];
+      }),
+  );
+  return issues.filter((issue) => !(issue.message === 'is required' && suggested.has(JSON.stringify(issue.path))));
 }
 
 /** `routes[0].limits[1].window` */

@@ -94,11 +94,7 @@ export function describeIssue(issue: z.core.$ZodRawIssue): string | undefined {
     case 'invalid_type': {
       if (issue.input === undefined) return 'is required';
       const expected = EXPECTED[issue.expected] ?? issue.expected;
-      const quoteHint =
-        issue.expected === 'string' && (typeof issue.input === 'number' || typeof issue.input === 'boolean')
-          ? ' (put the value in quotes to use it as text)'
-          : '';
-      return `expected ${expected}, got ${kindOf(issue.input)}${quoteHint}`;
+      return `expected ${expected}, got ${kindOf(issue.input)}${quotingHint(issue.input, issue.expected)}`;
     }
     case 'invalid_value':
       return `must be one of ${issue.values.map(String).join(', ')}, got ${show(issue.input)}`;
@@ -115,12 +111,25 @@ export function describeIssue(issue: z.core.$ZodRawIssue): string | undefined {
   }
 }
 
-/** `must be RULE, got VALUE`; a missing value falls through to "is required". */
+/**
+ * `must be RULE, got VALUE`; a missing value falls through to "is required". In YAML
+ * quotes decide between text and numbers or booleans, which is easy to miss, hence
+ * the hints.
+ */
 function mustBe(rule: string, options: { secret?: boolean } = {}) {
-  return (issue: { input?: unknown }) =>
-    issue.input === undefined
-      ? undefined
-      : `must be ${rule}, got ${options.secret ? kindOf(issue.input) : show(issue.input)}`;
+  return (issue: { input?: unknown; expected?: string }) => {
+    if (issue.input === undefined) return undefined;
+    const got = options.secret ? kindOf(issue.input) : show(issue.input);
+    return `must be ${rule}, got ${got}${quotingHint(issue.input, issue.expected)}`;
+  };
+}
+
+function quotingHint(input: unknown, expected: string | undefined): string {
+  if (expected === 'string') {
+    return typeof input === 'number' || typeof input === 'boolean' ? ' (put the value in quotes to use it as text)' : '';
+  }
+  const quotedScalar = typeof input === 'string' && /^(-?\d+(\.\d+)?|true|false)$/.test(input);
+  return quotedScalar ? ' (quoted values are text: remove the quotes)' : '';
 }
 
 /** Edit distance, to suggest the key that was meant. */
@@ -200,10 +209,10 @@ const duration = z
     return ms;
   });
 
-function httpUrl(what: string) {
+function httpUrl(example: string) {
   return z.string({ error: mustBe(`an http:// or https:// URL`, { secret: true }) }).refine(
     (value) => URL.canParse(value) && ['http:', 'https:'].includes(new URL(value).protocol),
-    { error: `${what} must be an http:// or https:// URL (e.g. http://127.0.0.1:3000)` },
+    { error: `must be an http:// or https:// URL (e.g. ${example})` },
   );
 }
 
@@ -267,7 +276,7 @@ const publicKey = secretText.refine((value) => PEM_BLOCK.test(value), {
 const jwtSchema = strictObject({
   secret: secretText.optional(),
   publicKey: publicKey.optional(),
-  jwksUrl: httpUrl('jwksUrl').optional(),
+  jwksUrl: httpUrl('https://issuer.example/.well-known/jwks.json').optional(),
   algorithms: z.array(jwtAlgorithm).min(1, { error: 'list at least one algorithm, e.g. [HS256]' }),
   userClaim: text.default('sub'),
   tierClaim: text.optional(),
@@ -295,7 +304,7 @@ const routePath = z.string({ error: mustBe('a path starting with /') }).superRef
   const problem = !value.startsWith('/')
     ? 'must start with /'
     : value.includes('*') && (value.indexOf('*') !== value.length - 1 || !value.endsWith('/*'))
-      ? 'may contain * only as a trailing /* (prefix match), or use regex:'
+      ? 'may contain * only in a trailing /* (prefix match); use regex for other patterns'
       : /[?#]/.test(value)
         ? 'must not contain ? or # (the query and fragment are not matched)'
         : undefined;
@@ -328,7 +337,7 @@ const limitBy = z.string({ error: mustBe('ip, user, global or header:NAME') }).t
   if (value.startsWith('header:')) {
     const name = value.slice('header:'.length);
     if (HTTP_TOKEN.test(name)) return `header:${name.toLowerCase()}`;
-    ctx.addIssue({ code: 'custom', input: value, message: `by: ${show(value)} does not name a valid HTTP header (header:NAME, e.g. header:x-api-key)` });
+    ctx.addIssue({ code: 'custom', input: value, message: `${show(value)} does not name a valid HTTP header (write header:NAME, e.g. header:x-api-key)` });
     return z.NEVER;
   }
   ctx.addIssue({ code: 'custom', input: value, message: `must be ip, user, global or header:NAME, got ${show(value)}` });
@@ -430,7 +439,7 @@ const logSchema = strictObject({
 
 /** The whole policy file, parsed into `PolicyConfig` with every default filled in. */
 export const policySchema = strictObject({
-  upstream: httpUrl('upstream').optional(),
+  upstream: httpUrl('http://127.0.0.1:3000').optional(),
   upstreamTimeout: duration.default(30_000), // ms, already converted: a default skips the transform
   clientIp: clientIpSchema.prefault({}),
   identity: identitySchema.optional(),
