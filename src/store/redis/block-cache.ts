@@ -1,0 +1,81 @@
+import { LRUCache } from 'lru-cache';
+import type { LimitCheck, LimitOutcome, StoreDecision } from '../types.js';
+
+/** What Redis said about a blocked key, in local time. */
+interface BlockEntry {
+  /** The block ends. */
+  readonly until: number;
+  /** A request would be allowed again (block and algorithm); >= until. */
+  readonly retryAt: number;
+  readonly resetAt: number;
+  readonly count: number;
+}
+
+/**
+ * Keys Redis said are blocked, with the local time their block ends. While a key is
+ * blocked its requests are refused here, so a blocked attacker costs no round trip.
+ * A blocked key counts nothing on any replica, so Redis's last answer for it (when a
+ * request is allowed again, when the quota resets) holds until the block ends.
+ * Bounded: an evicted entry only means the next request asks Redis again.
+ */
+export class BlockCache {
+  readonly #entries: LRUCache<string, BlockEntry>;
+
+  constructor(maxEntries: number) {
+    this.#entries = new LRUCache<string, BlockEntry>({ max: maxEntries });
+  }
+
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /** Records the refusal of a blocked key (`outcome.blockedUntil > 0`), received at `now`. */
+  add(key: string, outcome: LimitOutcome, now: number): void {
+    this.#entries.set(key, {
+      until: outcome.blockedUntil,
+      retryAt: now + outcome.retryAfterMs,
+      resetAt: outcome.resetAt,
+      count: outcome.count,
+    });
+  }
+
+  /**
+   * The local answer when any check's key is still blocked at `now`, else undefined.
+   * The blocked checks are refused as Redis refused them; the others are not evaluated
+   * (no Redis state was read), so they are reported as allowed with their full quota
+   * and `resetAt = now`. Nothing is counted and no other block starts.
+   */
+  decide(checks: readonly LimitCheck[], now: number): StoreDecision | undefined {
+    let blocked = false;
+    for (let i = 0; i < checks.length; i++) {
+      const entry = this.#entries.get(checks[i].key);
+      if (entry === undefined) continue;
+      if (entry.until > now) blocked = true;
+      else this.#entries.delete(checks[i].key);
+    }
+    if (!blocked) return undefined;
+    const outcomes: LimitOutcome[] = new Array(checks.length);
+    for (let i = 0; i < checks.length; i++) {
+      const { key, max } = checks[i];
+      const entry = this.#entries.get(key);
+      outcomes[i] =
+        entry !== undefined
+          ? {
+              allowed: false,
+              max,
+              remaining: 0,
+              resetAt: entry.resetAt,
+              retryAfterMs: entry.retryAt - now,
+              count: entry.count,
+              blockedUntil: entry.until,
+              blockStarted: false,
+            }
+          : { allowed: true, max, remaining: max, resetAt: now, retryAfterMs: 0, count: 0, blockedUntil: 0, blockStarted: false };
+    }
+    return { allowed: false, outcomes };
+  }
+
+  clear(): void {
+    this.#entries.clear();
+  }
+}

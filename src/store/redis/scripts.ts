@@ -1,0 +1,221 @@
+/**
+ * The Lua side of the Redis store. `DECIDE_LUA` is the decision procedure of
+ * `MemoryStore.decide` (src/store/memory.ts) and the four algorithms of
+ * src/limiter/algorithms/ written a second time: same operations on IEEE-754
+ * doubles, in the same order, so both stores give the same answers to the same
+ * schedule (test/store/redis-vectors.test.ts holds them to it).
+ *
+ * Each script's sha1 is pinned below; test/store/redis-scripts.test.ts recomputes
+ * it offline, so editing a script without updating its hash fails without Redis.
+ */
+
+/**
+ * One decision, one round trip: reads every block and state, peeks every limit and,
+ * only if all pass, counts all; otherwise starts the blocks of the refused limits.
+ * Every write carries its expiry (SET ... PX, ZADD + PEXPIRE in the same script).
+ */
+export const DECIDE_LUA = `-- tollgate decide
+-- KEYS[2i-1]  state of check i: "n n ..." (%.17g numbers) or a ZSET (sliding-log)
+-- KEYS[2i]    block of check i: blocked-until ms
+-- ARGV[1]     now in ms; '' = the server clock (TIME)
+-- ARGV[2]     ms added to every TTL (slack for clock: local; 0 with TIME)
+-- ARGV[3]     request id, unique across replicas (sliding-log members)
+-- ARGV[4i..4i+3] check i: algorithm code (fw|sw|sl|tb), max, window ms, block ms
+-- Returns {now, then per check: allowed 0/1, remaining, resetAt, retryAfterMs,
+--          count, blockedUntil (0 = none), blockStarted 0/1} (all integers).
+local floor, ceil, fmod, min, max = math.floor, math.ceil, math.fmod, math.min, math.max
+local format, gmatch, tonumber = string.format, string.gmatch, tonumber
+local call = redis.call
+
+local now = tonumber(ARGV[1])
+if now == nil then
+  local t = call('TIME')
+  now = tonumber(t[1]) * 1000 + floor(tonumber(t[2]) / 1000)
+end
+local slack = tonumber(ARGV[2])
+local rid = ARGV[3]
+local n = #KEYS / 2
+
+local function fmt(x) return format('%.17g', x) end
+
+-- String states are parsed once and then kept here, so a key named twice in one
+-- decision is consumed twice, as MemoryStore does with its shared state object.
+local states = {}
+local function load(key)
+  local st = states[key]
+  if st ~= nil then return st end
+  local v = call('GET', key)
+  if not v then
+    st = false
+  else
+    st = {}
+    for x in gmatch(v, '%S+') do st[#st + 1] = tonumber(x) end
+  end
+  states[key] = st
+  return st
+end
+local function store(key, st, ttl)
+  states[key] = st
+  local parts = {}
+  for i = 1, #st do parts[i] = fmt(st[i]) end
+  call('SET', key, table.concat(parts, ' '), 'PX', ceil(ttl + slack))
+end
+
+-- fixed-window: {start, count}
+local function fwPeek(st, mx, w)
+  local start = now - fmod(now, w)
+  local count = 0
+  if st and st[1] == start then count = st[2] end
+  local resetAt = start + w
+  if count + 1 <= mx then return {1, mx - count - 1, resetAt, 0, count + 1} end
+  return {0, 0, resetAt, resetAt - now, count}
+end
+local function fwConsume(key, st, mx, w)
+  local start = now - fmod(now, w)
+  local count = 0
+  if st and st[1] == start then count = st[2] end
+  store(key, {start, count + 1}, max(1, start + w - now))
+end
+
+-- sliding-window: {start, cur, prev}
+local function swRotate(st, w)
+  local start = now - fmod(now, w)
+  if not st or st[1] < start - w or st[1] > start then return start, 0, 0 end
+  if st[1] == start then return start, st[2], st[3] end
+  return start, 0, st[2]
+end
+local function swWait(start, cur, prev, mx, w)
+  if cur + 1 <= mx and prev > 0 then
+    local elapsed = ceil(w - ((mx - cur - 1) * w) / prev)
+    if elapsed < w then return start + elapsed - now end
+  end
+  local nxt = start + w
+  if cur <= mx - 1 then return nxt - now end
+  local elapsed = ceil(w - ((mx - 1) * w) / cur)
+  return nxt + elapsed - now
+end
+local function swPeek(st, mx, w)
+  local start, cur, prev = swRotate(st, w)
+  local estimate = (prev * (w - (now - start))) / w + cur
+  local resetAt = start + w
+  if estimate + 1 <= mx then
+    return {1, floor(mx - estimate - 1), resetAt, 0, ceil(estimate) + 1}
+  end
+  local retry = max(1, swWait(start, cur, prev, mx, w))
+  return {0, 0, max(resetAt, now + retry), retry, ceil(estimate)}
+end
+local function swConsume(key, st, mx, w)
+  local start, cur, prev = swRotate(st, w)
+  store(key, {start, cur + 1, prev}, max(1, start + 2 * w - now))
+end
+
+-- token-bucket: {tokens, at}
+local function tbAvailable(st, mx, w)
+  if not st then return mx end
+  local elapsed = 0
+  if now > st[2] then elapsed = now - st[2] end
+  return min(mx, st[1] + (elapsed * mx) / w)
+end
+local function tbTimeToFull(tokens, mx, w)
+  return ceil(((mx - tokens) * w) / mx)
+end
+local function tbPeek(st, mx, w)
+  local tokens = tbAvailable(st, mx, w)
+  if tokens >= 1 then
+    local left = tokens - 1
+    return {1, floor(left), now + tbTimeToFull(left, mx, w), 0, ceil(mx - left)}
+  end
+  return {0, 0, now + tbTimeToFull(tokens, mx, w), max(1, ceil(((1 - tokens) * w) / mx)), ceil(mx - tokens)}
+end
+local function tbConsume(key, st, mx, w)
+  local tokens = tbAvailable(st, mx, w) - 1
+  local at = now
+  if st then at = max(now, st[2]) end
+  local nst = {tokens, at}
+  store(key, nst, max(1, tbTimeToFull(tbAvailable(nst, mx, w), mx, w)))
+end
+
+-- sliding-log: a ZSET of request timestamps (scores); members are request ids
+local function slPeek(key, mx, w)
+  local count = call('ZCOUNT', key, '(' .. fmt(now - w), '+inf')
+  if count + 1 <= mx then return {1, mx - count - 1, now + w, 0, count + 1} end
+  -- The (count - max + 1)-th oldest live entry must leave the window first.
+  local total = call('ZCARD', key)
+  local kth = call('ZRANGE', key, total - mx, total - mx, 'WITHSCORES')
+  local last = call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  return {0, 0, tonumber(last[2]) + w, tonumber(kth[2]) + w - now, count}
+end
+local function slConsume(key, mx, w, member)
+  call('ZREMRANGEBYSCORE', key, '-inf', fmt(now - w))
+  call('ZADD', key, fmt(now), member)
+  local last = call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  call('PEXPIRE', key, ceil(max(1, tonumber(last[2]) + w - now) + slack))
+end
+
+-- 1. read every block and state and peek every limit
+local verdicts, blocked = {}, {}
+local allowed = true
+for i = 1, n do
+  local a = 4 * i
+  local code, mx, w = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local key = KEYS[2 * i - 1]
+  local untilMs = tonumber(call('GET', KEYS[2 * i]) or 0)
+  if untilMs > now then blocked[i] = untilMs else blocked[i] = 0 end
+  local v
+  if code == 'sw' then v = swPeek(load(key), mx, w)
+  elseif code == 'fw' then v = fwPeek(load(key), mx, w)
+  elseif code == 'tb' then v = tbPeek(load(key), mx, w)
+  elseif code == 'sl' then v = slPeek(key, mx, w)
+  else return redis.error_reply('tollgate: unknown algorithm ' .. tostring(code)) end
+  verdicts[i] = v
+  if blocked[i] ~= 0 or v[1] == 0 then allowed = false end
+end
+
+-- 2. count all, or count nothing and start the blocks of the refused limits
+local out = {now}
+for i = 1, n do
+  local a = 4 * i
+  local code, mx, w, blockMs = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local key = KEYS[2 * i - 1]
+  local v = verdicts[i]
+  local started = 0
+  if allowed then
+    if code == 'sw' then swConsume(key, load(key), mx, w)
+    elseif code == 'fw' then fwConsume(key, load(key), mx, w)
+    elseif code == 'tb' then tbConsume(key, load(key), mx, w)
+    else slConsume(key, mx, w, rid .. ':' .. i) end
+  elseif blocked[i] == 0 and v[1] == 0 and blockMs > 0 then
+    blocked[i] = now + blockMs
+    call('SET', KEYS[2 * i], fmt(blocked[i]), 'PX', ceil(blockMs + slack))
+    started = 1
+  end
+  local o = #out
+  out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = v[1], v[2], v[3], v[4], v[5]
+  out[o + 6], out[o + 7] = blocked[i], started
+end
+return out
+`;
+
+/**
+ * Replica heartbeat: records this replica in a sorted set scored by the server clock,
+ * drops replicas not seen for the live window and returns how many are live.
+ */
+export const HEARTBEAT_LUA = `-- tollgate heartbeat
+-- KEYS[1]  the replicas sorted set (member = replica id, score = last seen, server ms)
+-- ARGV[1]  this replica's id
+-- ARGV[2]  live window ms: replicas not seen for longer are dropped
+-- ARGV[3]  TTL of the set in ms
+-- Returns the number of live replicas (this one included).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], string.format('%.17g', now), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%.17g', now - tonumber(ARGV[2])))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return redis.call('ZCARD', KEYS[1])
+`;
+
+/** sha1 of each script (what EVALSHA sends); pinned so a stale edit is caught offline. */
+export const SCRIPT_SHA1 = Object.freeze({
+  decide: '0000000000000000000000000000000000000000',
+  heartbeat: '0000000000000000000000000000000000000000',
+});
