@@ -46,21 +46,20 @@ export interface AddressSet {
   has(canonical: string): boolean;
 }
 
-type Range<T> = [T, number];
-
 /**
  * Compiles CIDRs and bare addresses once. Throws naming `where` and the entry when one
  * is not an address or CIDR. IPv4-mapped IPv6 entries are stored as IPv4, like addresses.
  */
 export function createAddressSet(entries: readonly string[], where: string): AddressSet {
-  const v4: Range<ipaddr.IPv4>[] = [];
-  const v6: Range<ipaddr.IPv6>[] = [];
+  // IPv4 ranges as [network, mask] 32-bit integers: a lookup is a few integer compares.
+  const v4: Array<[number, number]> = [];
+  const v6: Array<[ipaddr.IPv6, number]> = [];
   for (const entry of entries) {
     const [address, prefixLength] = parseEntry(entry.trim(), where);
-    if (address.kind() === 'ipv6' && (address as ipaddr.IPv6).isIPv4MappedAddress() && prefixLength >= 96) {
-      v4.push([(address as ipaddr.IPv6).toIPv4Address(), prefixLength - 96]);
-    } else if (address.kind() === 'ipv4') {
-      v4.push([address as ipaddr.IPv4, prefixLength]);
+    if (address.kind() === 'ipv4') {
+      v4.push(ipv4Range(address as ipaddr.IPv4, prefixLength));
+    } else if ((address as ipaddr.IPv6).isIPv4MappedAddress() && prefixLength >= 96) {
+      v4.push(ipv4Range((address as ipaddr.IPv6).toIPv4Address(), prefixLength - 96));
     } else {
       v6.push([address as ipaddr.IPv6, prefixLength]);
     }
@@ -71,9 +70,8 @@ export function createAddressSet(entries: readonly string[], where: string): Add
     size,
     has(canonical: string): boolean {
       if (isIPv4(canonical)) {
-        if (v4.length === 0) return false;
-        const address = ipaddr.IPv4.parse(canonical);
-        for (const range of v4) if (address.match(range)) return true;
+        const value = ipv4ToInt(canonical);
+        for (const [network, mask] of v4) if (((value & mask) >>> 0) === network) return true;
         return false;
       }
       if (v6.length === 0 || !isIPv6(canonical)) return false;
@@ -82,6 +80,27 @@ export function createAddressSet(entries: readonly string[], where: string): Add
       return false;
     },
   });
+}
+
+function ipv4Range(address: ipaddr.IPv4, prefixLength: number): [number, number] {
+  const mask = prefixLength === 0 ? 0 : (0xffffffff << (32 - prefixLength)) >>> 0;
+  return [(ipv4ToInt(address.toString()) & mask) >>> 0, mask];
+}
+
+/** A dotted quad already validated by `isIPv4` as an unsigned 32-bit integer. */
+function ipv4ToInt(dottedQuad: string): number {
+  let value = 0;
+  let octet = 0;
+  for (let i = 0; i < dottedQuad.length; i++) {
+    const c = dottedQuad.charCodeAt(i);
+    if (c === 0x2e) {
+      value = value * 256 + octet;
+      octet = 0;
+    } else {
+      octet = octet * 10 + (c - 0x30);
+    }
+  }
+  return value * 256 + octet;
 }
 
 const EMPTY_SET: AddressSet = Object.freeze({ size: 0, has: () => false });
