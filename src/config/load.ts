@@ -68,7 +68,11 @@ function loadPolicy(text: string, hash: string, file: string, env: Env): LoadRes
   // structure intact (the last one wins in the data), so the rest is still validated.
   const syntaxError = doc.errors.find((error) => error.code !== 'DUPLICATE_KEY');
   if (syntaxError !== undefined) {
-    return fail([...duplicateKeys, at(syntaxError.pos[0], yamlErrorMessage(syntaxError.message, lineAt(text, syntaxError.pos[0])))]);
+    const message =
+      syntaxError.code === 'MULTIPLE_DOCS'
+        ? 'the policy file must hold one YAML document; remove this second document (---)'
+        : yamlErrorMessage(syntaxError.message, lineAt(text, syntaxError.pos[0]));
+    return fail([...duplicateKeys, at(syntaxError.pos[0], message)]);
   }
 
   if (doc.contents === null || (isScalar(doc.contents) && doc.contents.value === null)) {

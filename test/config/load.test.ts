@@ -162,6 +162,16 @@ test('duplicate keys are reported together with the other problems', () => {
   }
 });
 
+test('a second YAML document is refused where it starts', () => {
+  const result = loadPolicyText('routes: []\n---\nroutes: []\n', 'inline.yaml', {});
+  assert.equal(result.ok, false);
+  if (!result.ok) {
+    assert.deepEqual(result.errors.map(formatIssue), [
+      'inline.yaml:2:1 the policy file must hold one YAML document; remove this second document (---)',
+    ]);
+  }
+});
+
 test('an unreadable file is an error at 1:1 and does not throw', () => {
   const file = join(FIXTURES, 'does-not-exist.yaml');
   const result = loadPolicyFile(file, {});
