@@ -153,11 +153,13 @@ export class Tollgate {
     const result = loadPolicyFile(options.settings.configFile, options.env ?? process.env);
     if (!result.ok) throw new ConfigLoadError(result.errors);
     for (const warning of result.policy.warnings) logger.warn({ event: 'config_warning' }, formatIssue(warning));
+    const clock = options.clock ?? Date.now;
     const policy = compilePolicy(result.policy.config, result.policy.hash, {
       upstream: options.settings.upstream,
+      // Token expiry runs on the same clock as the limits.
+      now: clock,
       identityEvents: Tollgate.#identityEvents(logger, metrics),
     });
-    const clock = options.clock ?? Date.now;
     const store = await createStore(result.policy.config.store, clock, logger, metrics);
     const tollgate = new Tollgate(options, result.policy, policy, logger, metrics, store);
     await tollgate.#listen();
@@ -219,6 +221,7 @@ export class Tollgate {
     try {
       policy = compilePolicy(result.policy.config, result.policy.hash, {
         upstream: this.#settings.upstream,
+        now: this.#clock,
         identityEvents: Tollgate.#identityEvents(this.logger, this.metrics),
       });
     } catch (error) {
