@@ -431,7 +431,15 @@ const storeSchema = strictObject({
     maxBlocks: positiveInteger.default(100_000),
   }).prefault({}),
   redis: redisSchema.optional(),
-}).transform(compact);
+}).transform((store) => {
+  if (store.type !== 'redis') return compact(store);
+  // `type: redis` alone means a local Redis with every default.
+  const redis: RedisStoreConfig = store.redis ?? redisSchema.parse({});
+  if (redis.url === undefined && redis.sentinels === undefined && redis.cluster === undefined) redis.url = DEFAULT_REDIS_URL;
+  return compact({ ...store, redis });
+});
+
+const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
 
 const logSchema = strictObject({
   access: flag.default(false),
@@ -544,10 +552,22 @@ function checkRoutes(routes: unknown[], root: RawMap, issues: PathIssue[]): void
       }
     }
 
+    const routeAlgorithm = route.algorithm ?? asMap(root.defaults)?.algorithm ?? 'sliding-window';
+    const firstOfIdentity = new Map<string, number>();
     asList(route.limits).forEach((limitValue, limitIndex) => {
       const limit = asMap(limitValue);
       if (limit === undefined) return;
       const path = ['routes', routeIndex, 'limits', limitIndex];
+      // Counters are keyed by route + by + window + algorithm (+ for, to tell such twins apart).
+      const identity = `${String(limit.by).toLowerCase()}|${typeof limit.window === 'string' ? parseDuration(limit.window) ?? limit.window : String(limit.window)}|${String(limit.algorithm ?? routeAlgorithm)}|${String(limit.for ?? 'any')}`;
+      const twin = firstOfIdentity.get(identity);
+      if (twin === undefined) firstOfIdentity.set(identity, limitIndex);
+      else {
+        issues.push({
+          path,
+          message: `same by, window, algorithm and for as limits[${twin}], so both would count one counter; merge them (use tiers for per-plan limits) or change the window`,
+        });
+      }
       if (limit.by === 'user' && limit.for === 'anonymous') {
         issues.push({ path: [...path, 'for'], message: `a limit by user cannot apply to anonymous requests (they have no user); use by: ip` });
       } else if (!hasIdentity && limit.by === 'user') {
@@ -565,12 +585,9 @@ function checkRoutes(routes: unknown[], root: RawMap, issues: PathIssue[]): void
 
 function checkStore(store: RawMap, issues: PathIssue[]): void {
   const redis = asMap(store.redis);
-  if (store.type === 'redis' && store.redis === undefined) {
-    issues.push({ path: ['store', 'type'], message: 'redis needs a store.redis section (url, sentinels or cluster)' });
-  }
   if (redis === undefined) return;
   const connections = presentKeys(redis, ['url', 'sentinels', 'cluster']);
-  if (connections.length !== 1) {
+  if (connections.length > 1) {
     issues.push({
       path: ['store', 'redis'],
       message:

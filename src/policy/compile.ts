@@ -83,16 +83,32 @@ function compileRoute(route: RouteConfig, config: PolicyConfig): CompiledRoute {
     message: route.message ?? DEFAULT_MESSAGE,
     mode: route.mode ?? config.defaults.mode,
     upstreamTimeoutMs: route.upstreamTimeoutMs ?? config.upstreamTimeoutMs,
-    limits: Object.freeze(route.limits.map((limit, index) => compileLimit(route.id, limit, index, routeAlgorithm))),
+    limits: Object.freeze(route.limits.map((limit, index) => compileLimit(route.id, limit, index, routeAlgorithm, sharesIdentity(route, index, routeAlgorithm)))),
   });
 }
 
-function compileLimit(routeId: string, limit: LimitConfig, index: number, routeAlgorithm: AlgorithmName): CompiledLimit {
+/** The identity of a limit across reloads: by + window + algorithm (within its route). */
+function identityOf(limit: LimitConfig, routeAlgorithm: AlgorithmName): string {
+  return `${limit.by.toLowerCase()}|${limit.windowMs}|${limit.algorithm ?? routeAlgorithm}`;
+}
+
+/**
+ * True when another limit of the route has the same identity (e.g. `by: ip, window: 1m`
+ * once for anonymous and once for everyone). Such limits are told apart by their `for`,
+ * so each keeps its own counter (the loader refuses two with the same `for` too).
+ */
+function sharesIdentity(route: RouteConfig, index: number, routeAlgorithm: AlgorithmName): boolean {
+  const own = identityOf(route.limits[index], routeAlgorithm);
+  return route.limits.some((other, i) => i !== index && identityOf(other, routeAlgorithm) === own);
+}
+
+function compileLimit(routeId: string, limit: LimitConfig, index: number, routeAlgorithm: AlgorithmName, shared: boolean): CompiledLimit {
   const algorithm = limit.algorithm ?? routeAlgorithm;
   const code = ALGORITHM_CODES[algorithm];
   if (code === undefined) throw new Error(`route "${routeId}": unknown algorithm "${algorithm}"`);
   const { kind, headerName } = limitKind(routeId, limit.by);
   const by = headerName === undefined ? limit.by : `${HEADER_PREFIX}${headerName}`;
+  const distinct = shared && limit.for !== 'any' ? `~${limit.for}` : '';
   return Object.freeze({
     index,
     routeId,
@@ -105,8 +121,8 @@ function compileLimit(routeId: string, limit: LimitConfig, index: number, routeA
     blockMs: limit.blockMs ?? 0,
     for: limit.for,
     algorithm,
-    keyPrefix: `{${routeId}}:${by}:${limit.windowMs}:${code}:`,
-    policyName: `${routeId}.${by}`,
+    keyPrefix: `{${routeId}}:${by}:${limit.windowMs}:${code}${distinct}:`,
+    policyName: `${routeId}.${by}${shared && limit.for !== 'any' ? `.${limit.for}` : ''}`,
     windowSeconds: Math.ceil(limit.windowMs / 1000),
   });
 }

@@ -104,7 +104,7 @@ const FAILURES: Record<string, string[]> = {
     '5:15 routes[0].limits[0].by: "header:x api key" does not name a valid HTTP header (write header:NAME, e.g. header:x-api-key)',
   ],
   upstream_not_http: ['1:11 upstream: must be an http:// or https:// URL (e.g. http://127.0.0.1:3000)'],
-  redis_type_without_section: ['2:9 store.type: redis needs a store.redis section (url, sentinels or cluster)'],
+  duplicate_limit_identity: ['9:9 routes[0].limits[2]: same by, window, algorithm and for as limits[0], so both would count one counter; merge them (use tiers for per-plan limits) or change the window'],
   redis_url_and_cluster: ['4:5 store.redis: give only one of url, sentinels or cluster, found url and cluster'],
   redis_url_not_redis: ['4:10 store.redis.url: must be a redis:// or rediss:// URL (e.g. redis://127.0.0.1:6379)'],
   sentinels_without_name: ['5:7 store.redis.sentinels: needs name (the sentinel master name, e.g. mymaster)'],
@@ -219,7 +219,7 @@ test('the full fixture loads to the exact PolicyConfig, defaults included', () =
         limits: [
           { by: 'user', limit: 10, windowMs: 60_000, blockMs: 300_000, for: 'any' },
           { by: 'ip', limit: 20, windowMs: 60_000, blockMs: 300_000, for: 'any', algorithm: 'token-bucket' },
-          { by: 'user', limit: 3, windowMs: 60_000, tiers: { pro: 10, team: 50 }, for: 'any' },
+          { by: 'user', limit: 3, windowMs: 10_000, tiers: { pro: 10, team: 50 }, for: 'any' },
           { by: 'ip', limit: 5, windowMs: 60_000, for: 'anonymous' },
           { by: 'header:x-api-key', limit: 100, windowMs: 3_600_000, for: 'authenticated' },
           { by: 'global', limit: 1000, windowMs: 86_400_000, for: 'any' },
@@ -278,6 +278,14 @@ test('an empty map is a valid policy and routes may be absent', () => {
   const result = loadPolicyText('{}\n', 'inline.yaml', {});
   assert.ok(result.ok);
   if (result.ok) assert.deepEqual(result.policy.config.routes, []);
+});
+
+test('store.type redis alone means a local Redis with every default', () => {
+  const result = loadPolicyText('store:\n  type: redis\n', 'inline.yaml', {});
+  assert.ok(result.ok);
+  assert.equal(result.policy.config.store.redis?.url, 'redis://127.0.0.1:6379');
+  assert.equal(result.policy.config.store.redis?.onError, 'local');
+  assert.equal(result.policy.config.store.redis?.timeoutMs, 50);
 });
 
 test('redis defaults are filled in when store.redis is given', () => {
