@@ -134,6 +134,25 @@ describe('compilePolicy', () => {
     assert.throws(() => compilePolicy(policy([SEARCH, SEARCH]), 'h'), /duplicate route id "search"/);
   });
 
+  it('limits sharing by+window+algorithm get separate counters and policy names, told apart by for', () => {
+    const route: RouteConfig = {
+      id: 'token',
+      match: { path: '/token', caseSensitive: false },
+      limits: [
+        { by: 'ip', limit: 20, windowMs: 60_000, for: 'any' },
+        { by: 'ip', limit: 5, windowMs: 60_000, for: 'anonymous' },
+        { by: 'ip', limit: 100, windowMs: 3_600_000, for: 'authenticated' },
+      ],
+    };
+    const [any, anonymous, hourly] = compilePolicy(policy([route]), 'h').routes[0].limits;
+    assert.equal(any.keyPrefix, '{token}:ip:60000:sw:');
+    assert.equal(anonymous.keyPrefix, '{token}:ip:60000:sw~anonymous:');
+    assert.equal(anonymous.policyName, 'token.ip.anonymous');
+    assert.equal(any.policyName, 'token.ip');
+    // No twin: the key stays route + by + window + algorithm, so editing `for` keeps the count.
+    assert.equal(hourly.keyPrefix, '{token}:ip:3600000:sw:');
+  });
+
   it('algorithm codes are the agreed ones', () => {
     assert.deepEqual({ ...ALGORITHM_CODES }, { 'sliding-window': 'sw', 'sliding-log': 'sl', 'fixed-window': 'fw', 'token-bucket': 'tb' });
   });
