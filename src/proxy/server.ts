@@ -202,8 +202,11 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
       headers['x-request-id'] = e.requestId;
       const routeId = e.route?.id ?? UNMATCHED_ROUTE;
       const startedAt = performance.now();
+      const responseHeaders = passHeaders(e) ?? {};
+      responseHeaders['x-request-id'] = e.requestId;
       active.ws.forward(req, socket, head, {
         headers,
+        responseHeaders,
         timeoutMs: e.route?.upstreamTimeoutMs ?? active.policy.upstreamTimeoutMs,
         onResult: (result, status) => {
           metrics.upstreamDuration.observe({ route: routeId, status_class: result === 'open' || result === 'rejected' ? statusClass(status) : 'error' }, (performance.now() - startedAt) / 1000);

@@ -2,15 +2,25 @@ import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
 import type { Duplex } from 'node:stream';
 
-/** Headers not copied from the upstream's 101 (we write our own status line). */
-function headerLines(headers: IncomingMessage['rawHeaders']): string {
+/**
+ * The upstream's response header lines (we write our own status line), then Tollgate's
+ * own (rate limits, request id) for names the upstream did not send, as on plain HTTP.
+ */
+function headerLines(headers: IncomingMessage['rawHeaders'], own: Readonly<Record<string, string>>): string {
   let out = '';
-  for (let i = 0; i < headers.length; i += 2) out += `${headers[i]}: ${headers[i + 1]}\r\n`;
+  const sent = new Set<string>();
+  for (let i = 0; i < headers.length; i += 2) {
+    out += `${headers[i]}: ${headers[i + 1]}\r\n`;
+    sent.add(headers[i].toLowerCase());
+  }
+  for (const name in own) if (!sent.has(name)) out += `${name}: ${own[name]}\r\n`;
   return out;
 }
 
 export interface UpgradeOptions {
   readonly headers: Record<string, string | string[] | undefined>;
+  /** Added to the upstream's answer (101 or refusal): rate-limit headers and X-Request-Id. */
+  readonly responseHeaders: Readonly<Record<string, string>>;
   readonly timeoutMs: number;
   /** Called once with the outcome: 'open' when the tunnel is up, else the failure. */
   readonly onResult: (result: 'open' | 'timeout' | 'unavailable' | 'rejected', status: number) => void;
@@ -65,7 +75,7 @@ export class UpgradeForwarder {
     request.on('response', (res) => {
       // The upstream refused the upgrade: relay its answer and close.
       if (!settle('rejected', res.statusCode ?? 502)) return res.resume();
-      socket.write(`HTTP/1.1 ${res.statusCode} ${res.statusMessage ?? ''}\r\n${headerLines(res.rawHeaders)}\r\n`);
+      socket.write(`HTTP/1.1 ${res.statusCode} ${res.statusMessage ?? ''}\r\n${headerLines(res.rawHeaders, options.responseHeaders)}\r\n`);
       res.pipe(socket);
     });
     request.on('upgrade', (res, upstreamSocket, upstreamHead) => {
@@ -86,7 +96,7 @@ export class UpgradeForwarder {
       upstreamSocket.on('error', close);
       upstreamSocket.on('close', close);
       socket.on('close', close);
-      socket.write(`HTTP/1.1 101 ${res.statusMessage || 'Switching Protocols'}\r\n${headerLines(res.rawHeaders)}\r\n`);
+      socket.write(`HTTP/1.1 101 ${res.statusMessage || 'Switching Protocols'}\r\n${headerLines(res.rawHeaders, options.responseHeaders)}\r\n`);
       if (upstreamHead.length > 0) socket.write(upstreamHead);
       if (head.length > 0) upstreamSocket.write(head);
       upstreamSocket.pipe(socket);
