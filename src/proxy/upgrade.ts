@@ -6,16 +6,24 @@ import type { Duplex } from 'node:stream';
  * The upstream's response header lines (we write our own status line), then Tollgate's
  * own (rate limits, request id) for names the upstream did not send, as on plain HTTP.
  */
-function headerLines(headers: IncomingMessage['rawHeaders'], own: Readonly<Record<string, string>>): string {
+function headerLines(headers: IncomingMessage['rawHeaders'], own: Readonly<Record<string, string>>, skip?: ReadonlySet<string>): string {
   let out = '';
   const sent = new Set<string>();
   for (let i = 0; i < headers.length; i += 2) {
+    const name = headers[i].toLowerCase();
+    if (skip?.has(name)) continue;
     out += `${headers[i]}: ${headers[i + 1]}\r\n`;
-    sent.add(headers[i].toLowerCase());
+    sent.add(name);
   }
   for (const name in own) if (!sent.has(name)) out += `${name}: ${own[name]}\r\n`;
   return out;
 }
+
+/**
+ * Framing and connection headers of a relayed refusal: its body is piped already
+ * de-chunked and the connection closes after it, which delimits the body.
+ */
+const RELAY_DROPPED: ReadonlySet<string> = new Set(['transfer-encoding', 'connection', 'keep-alive']);
 
 export interface UpgradeOptions {
   readonly headers: Record<string, string | string[] | undefined>;
@@ -75,7 +83,7 @@ export class UpgradeForwarder {
     request.on('response', (res) => {
       // The upstream refused the upgrade: relay its answer and close.
       if (!settle('rejected', res.statusCode ?? 502)) return res.resume();
-      socket.write(`HTTP/1.1 ${res.statusCode} ${res.statusMessage ?? ''}\r\n${headerLines(res.rawHeaders, options.responseHeaders)}\r\n`);
+      socket.write(`HTTP/1.1 ${res.statusCode} ${res.statusMessage ?? ''}\r\n${headerLines(res.rawHeaders, options.responseHeaders, RELAY_DROPPED)}connection: close\r\n\r\n`);
       res.pipe(socket);
     });
     request.on('upgrade', (res, upstreamSocket, upstreamHead) => {
