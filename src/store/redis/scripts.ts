@@ -216,6 +216,6 @@ return redis.call('ZCARD', KEYS[1])
 
 /** sha1 of each script (what EVALSHA sends); pinned so a stale edit is caught offline. */
 export const SCRIPT_SHA1 = Object.freeze({
-  decide: '0000000000000000000000000000000000000000',
-  heartbeat: '0000000000000000000000000000000000000000',
+  decide: 'd82428a9fd83aba8d0ea41628dec00e6ec71a124',
+  heartbeat: '56f1982dd4dd0c0603bab9afbcd52b25bd1db1e4',
 });

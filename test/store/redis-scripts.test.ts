@@ -1,0 +1,42 @@
+/**
+ * The Lua registry, checked offline: each pinned sha1 is the hash of its script (a
+ * stale constant fails here without Redis), and the scripts respect the rules that
+ * keep them Cluster-safe and lossless.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { describe, it } from 'node:test';
+import { DECIDE_LUA, HEARTBEAT_LUA, SCRIPT_SHA1 } from '../../src/store/redis/scripts.js';
+
+const SCRIPTS = { decide: DECIDE_LUA, heartbeat: HEARTBEAT_LUA } as const;
+
+describe('redis scripts registry', () => {
+  for (const [name, lua] of Object.entries(SCRIPTS)) {
+    it(`${name}: the pinned sha1 is the sha1 of the script`, () => {
+      const sha = createHash('sha1').update(lua).digest('hex');
+      assert.equal(SCRIPT_SHA1[name as keyof typeof SCRIPTS], sha, `update SCRIPT_SHA1.${name} to ${sha}`);
+    });
+
+    it(`${name}: every key comes from KEYS (no key built inside the script)`, () => {
+      for (const match of lua.matchAll(/call\('(\w+)',\s*([^,)]+)/g)) {
+        const [, command, firstArg] = match;
+        if (command === 'TIME') continue;
+        assert.match(firstArg.trim(), /^(KEYS\[[^\]]+\]|key)$/, `${command} must name a key from KEYS, got ${firstArg}`);
+      }
+    });
+  }
+
+  it('decide: every write carries its expiry (SET with PX, ZADD followed by PEXPIRE)', () => {
+    const sets = [...DECIDE_LUA.matchAll(/call\('SET'[^\n]*/g)].map((m) => m[0]);
+    assert.ok(sets.length >= 2);
+    for (const set of sets) assert.match(set, /'PX'/, set);
+    assert.doesNotMatch(DECIDE_LUA, /'(INCR|INCRBY|HSET|HINCRBY|EXPIRE)'/);
+    const zadd = DECIDE_LUA.indexOf("call('ZADD'");
+    assert.ok(zadd > 0 && DECIDE_LUA.indexOf("call('PEXPIRE'", zadd) > zadd, 'ZADD must be followed by PEXPIRE');
+  });
+
+  it('decide: fractional state is written with full double precision', () => {
+    assert.match(DECIDE_LUA, /format\('%\.17g', x\)/);
+    assert.doesNotMatch(DECIDE_LUA, /tostring\(st/);
+  });
+});
