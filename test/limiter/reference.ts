@@ -298,3 +298,72 @@ export function referenceModel(algorithm: AlgorithmName, windowMs: number): Refe
       return new TokenBucketModel(windowMs);
   }
 }
+
+/** One limit of one request, as the reference store sees it. */
+export interface ReferenceCheck {
+  algorithm: AlgorithmName;
+  windowMs: number;
+  blockMs: number;
+  key: string;
+  max: number;
+}
+
+/** The contract's `LimitOutcome` fields (without `max`). */
+export interface ReferenceOutcome {
+  allowed: boolean;
+  remaining: number;
+  resetAt: number;
+  retryAfterMs: number;
+  count: number;
+  blockedUntil: number;
+  blockStarted: boolean;
+}
+
+/**
+ * The store contract (store/types.ts) written from its prose, on top of the reference
+ * models: a running block refuses; if every check passes every check is counted, else
+ * none is, and each algorithm-refused check with a block duration and no running block
+ * starts one. A block covers [start, start + blockMs) and is never extended.
+ */
+export class ReferenceStore {
+  private readonly models = new Map<string, ReferenceModel>();
+  private readonly blocks = new Map<string, number>();
+
+  decide(checks: readonly ReferenceCheck[], now: number): { allowed: boolean; outcomes: ReferenceOutcome[] } {
+    const looked = checks.map((c) => {
+      const until = this.blocks.get(c.key) ?? 0;
+      return { check: c, blockedUntil: until > now ? until : 0, verdict: this.model(c).verdict(c.max, now) };
+    });
+    const allowed = looked.every((l) => l.blockedUntil === 0 && l.verdict.allowed);
+    if (allowed) for (const { check } of looked) this.model(check).accept(check.max, now);
+
+    const outcomes = looked.map(({ check, blockedUntil, verdict }): ReferenceOutcome => {
+      if (blockedUntil === 0 && (verdict.allowed || check.blockMs === 0)) {
+        return { ...verdict, blockedUntil: 0, blockStarted: false };
+      }
+      const blockStarted = blockedUntil === 0;
+      const until = blockStarted ? now + check.blockMs : blockedUntil;
+      if (blockStarted) this.blocks.set(check.key, until);
+      return {
+        allowed: false,
+        remaining: 0,
+        resetAt: Math.max(verdict.resetAt, until),
+        retryAfterMs: Math.max(verdict.retryAfterMs, until - now),
+        // Refused, so this request is not among the counted ones.
+        count: verdict.allowed ? verdict.count - 1 : verdict.count,
+        blockedUntil: until,
+        blockStarted,
+      };
+    });
+    return { allowed, outcomes };
+  }
+
+  private model(check: ReferenceCheck): ReferenceModel {
+    let model = this.models.get(check.key);
+    if (model === undefined) {
+      model = referenceModel(check.algorithm, check.windowMs);
+      this.models.set(check.key, model);
+    }
+    return model;
+  }
+}
