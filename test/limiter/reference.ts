@@ -29,8 +29,6 @@ export interface ReferenceModel {
   verdict(max: number, t: number): ReferenceVerdict;
   /** Record a request accepted at `t` (non-decreasing) under limit `max`. */
   accept(max: number, t: number): void;
-  /** Independent copy (for "what if" probes). */
-  clone(): ReferenceModel;
 }
 
 /** Integer floor(a / b) for integers a and b > 0, corrected so float division cannot round it. */
@@ -79,7 +77,7 @@ abstract class HistoryModel implements ReferenceModel {
     const last = this.log[this.log.length - 1];
     if (last !== undefined && t < last) throw new Error('reference: timestamps must not decrease');
     this.log.push(t);
-    // History older than two windows never matters to any counting model.
+    // No counting model looks back more than two windows; keep three.
     const keepFrom = t - 3 * this.windowMs;
     let drop = 0;
     while (drop < this.log.length && this.log[drop] < keepFrom) drop++;
@@ -91,13 +89,6 @@ abstract class HistoryModel implements ReferenceModel {
     let n = 0;
     for (const ts of this.log) if (ts >= from && ts < to) n++;
     return n;
-  }
-
-  clone(): ReferenceModel {
-    const copy = Object.create(Object.getPrototypeOf(this)) as HistoryModel;
-    Object.assign(copy, this);
-    copy.log = [...this.log];
-    return copy;
   }
 
   /** Earliest wait from t until one more request is allowed; requires !allows(max, t). */
@@ -253,13 +244,6 @@ class TokenBucketModel implements ReferenceModel {
     if (level < this.windowMs) throw new Error('reference: accepting a request the bucket refuses');
     this.units = level - this.windowMs;
     this.at = t;
-  }
-
-  clone(): ReferenceModel {
-    const copy = new TokenBucketModel(this.windowMs);
-    copy.units = this.units;
-    copy.at = this.at;
-    return copy;
   }
 }
 

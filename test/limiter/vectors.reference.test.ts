@@ -13,7 +13,7 @@ const vectors = loadVectors();
 
 describe('shared vectors (against the reference store)', () => {
   it('there are vectors for every algorithm, blocks and multi-check decisions', () => {
-    assert.ok(vectors.length >= 8 && vectors.length <= 15, `${vectors.length} vectors`);
+    assert.ok(vectors.length >= 8, `only ${vectors.length} vectors`);
     const algorithms = new Set(vectors.flatMap((v) => v.limits.map((l) => l.algorithm)));
     assert.deepEqual([...algorithms].sort(), ['fixed-window', 'sliding-log', 'sliding-window', 'token-bucket']);
     assert.ok(vectors.some((v) => v.steps.some((s) => s.expect.outcomes.some((o) => o.blockStarted))));
