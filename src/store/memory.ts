@@ -33,17 +33,20 @@ export class MemoryStore implements RateLimitStore {
   constructor(options: MemoryStoreOptions) {
     const perf = { now: options.clock };
     const onEvict = options.onEvict;
-    this.#counters = new LRUCache<string, object>({
+    const counters: LRUCache<string, object> = new LRUCache<string, object>({
       max: options.maxKeys,
       perf,
       ttlAutopurge: false,
-      dispose: onEvict ? (_v, _k, reason) => reason === 'evict' && onEvict('counters') : undefined,
+      ttlResolution: 0,
+      dispose: onEvict ? (_v, k, reason) => reason === 'evict' && counters.getRemainingTTL(k) > 0 && onEvict('counters') : undefined,
     });
+    this.#counters = counters;
     this.#blocks = new LRUCache<string, number>({
       max: options.maxBlocks,
       perf,
       ttlAutopurge: false,
-      dispose: onEvict ? (_v, _k, reason) => reason === 'evict' && onEvict('blocks') : undefined,
+      ttlResolution: 0,
+      dispose: onEvict ? (until, _k, reason) => reason === 'evict' && until > options.clock() && onEvict('blocks') : undefined,
     });
   }
 
@@ -123,7 +126,8 @@ export function outcome(max: number, verdict: Verdict, blockedUntil: number, blo
     remaining: 0,
     resetAt: Math.max(verdict.resetAt, blockedUntil),
     retryAfterMs: Math.max(verdict.retryAfterMs, blockedUntil - now),
-    count: verdict.count,
+    // Refused: the request is not among the counted ones.
+    count: verdict.allowed ? verdict.count - 1 : verdict.count,
     blockedUntil,
     blockStarted,
   };

@@ -17,7 +17,7 @@ export interface LimitOutcome {
   readonly max: number;
   /** Requests left after this one (0 when refused). */
   readonly remaining: number;
-  /** Absolute unix ms at which the quota is fully available again. */
+  /** Absolute unix ms at which the limit resets (see the algorithm's `Verdict.resetAt`); includes any block. */
   readonly resetAt: number;
   /** ms until a request would be allowed again (0 when allowed); includes any block. */
   readonly retryAfterMs: number;

@@ -1,62 +1,55 @@
 import type { Algorithm, Verdict } from './types.js';
 
 /**
- * Token bucket: holds up to `max` tokens, refilled continuously at `max` per window;
- * a request takes one token.
- * + Allows short bursts up to `max` while bounding the long-run rate; O(1).
- * - After an idle period a full burst is allowed at once.
- *
- * `tokens` is fractional; the Redis store keeps it with full double precision.
+ * Token bucket in exact integer units: one token = windowMs units, so the bucket holds
+ * max * windowMs units and refills `max` units per ms; a request takes windowMs units.
+ * Every quantity is an integer below 2^53, so no rounding drift accumulates.
  */
 export interface TokenBucketState {
-  tokens: number;
-  /** When `tokens` was last computed (ms). */
+  /** Level in units (tokens * windowMs), an integer. */
+  units: number;
+  /** When `units` was last computed (ms). */
   at: number;
 }
 
-/** Tokens available at `now` (refill applied, capped at `max`). */
 function available(state: TokenBucketState | undefined, max: number, windowMs: number, now: number): number {
-  if (state === undefined) return max;
+  if (state === undefined) return max * windowMs;
   const elapsed = now > state.at ? now - state.at : 0;
-  return Math.min(max, state.tokens + (elapsed * max) / windowMs);
-}
-
-/** ms until the bucket holds `max` tokens again, starting from `tokens`. */
-function timeToFull(tokens: number, max: number, windowMs: number): number {
-  return Math.ceil(((max - tokens) * windowMs) / max);
+  return Math.min(max * windowMs, state.units + elapsed * max);
 }
 
 export const tokenBucket: Algorithm<TokenBucketState> = {
   name: 'token-bucket',
   code: 'tb',
   peek(state, max, windowMs, now): Verdict {
-    const tokens = available(state, max, windowMs, now);
-    if (tokens >= 1) {
-      const left = tokens - 1;
+    const cap = max * windowMs;
+    const units = available(state, max, windowMs, now);
+    if (units >= windowMs) {
+      const left = units - windowMs;
       return {
         allowed: true,
-        remaining: Math.floor(left),
-        resetAt: now + timeToFull(left, max, windowMs),
+        remaining: Math.floor(left / windowMs),
+        resetAt: now + Math.ceil((cap - left) / max),
         retryAfterMs: 0,
-        count: Math.ceil(max - left),
+        count: Math.ceil((cap - left) / windowMs),
       };
     }
     return {
       allowed: false,
       remaining: 0,
-      resetAt: now + timeToFull(tokens, max, windowMs),
-      retryAfterMs: Math.max(1, Math.ceil(((1 - tokens) * windowMs) / max)),
-      count: Math.ceil(max - tokens),
+      resetAt: now + Math.ceil((cap - units) / max),
+      retryAfterMs: Math.ceil((windowMs - units) / max),
+      count: Math.ceil((cap - units) / windowMs),
     };
   },
   consume(state, max, windowMs, now) {
-    const tokens = available(state, max, windowMs, now) - 1;
-    if (state === undefined) return { tokens, at: now };
-    state.tokens = tokens;
+    const units = available(state, max, windowMs, now) - windowMs;
+    if (state === undefined) return { units, at: now };
+    state.units = units;
     state.at = Math.max(now, state.at);
     return state;
   },
   ttlMs(state, max, windowMs, now) {
-    return Math.max(1, timeToFull(available(state, max, windowMs, now), max, windowMs));
+    return Math.max(1, Math.ceil((max * windowMs - available(state, max, windowMs, now)) / max));
   },
 };

@@ -9,7 +9,11 @@ export interface Verdict {
   allowed: boolean;
   /** Requests left after this one if allowed; 0 if refused. */
   remaining: number;
-  /** When the quota is fully available again (absolute ms). */
+  /**
+   * When the limit resets (absolute ms): the end of the current window for the window
+   * algorithms, the time the bucket is full again for the token bucket, the time the newest
+   * logged request leaves the window for the log. Never before `now + retryAfterMs`.
+   */
   resetAt: number;
   /** 0 if allowed; else ms until a request of cost 1 would be allowed (no other traffic). */
   retryAfterMs: number;
