@@ -274,7 +274,11 @@ export class Tollgate {
     const tunnelsClosed = (async () => {
       while (this.#proxy.tunnels.size > 0) await new Promise((r) => setTimeout(r, 50));
     })();
+    // Responses that went out before the drain said keep-alive: close their connections
+    // once idle instead of waiting for the keep-alive timeout.
+    const idleSweep = setInterval(() => server.closeIdleConnections(), 100);
     const outcome = await Promise.race([Promise.all([closed, tunnelsClosed]).then(() => 'drained' as const), deadline]);
+    clearInterval(idleSweep);
     if (outcome === 'timeout') {
       this.logger.warn({ event: 'drain_timeout', tunnels: this.#proxy.tunnels.size }, 'drain timeout: closing remaining connections');
       server.closeAllConnections();

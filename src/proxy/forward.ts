@@ -32,6 +32,8 @@ export interface ForwardContext {
   readonly requestId: string;
   /** Called once: the upstream status (0 on error) and the error kind, if any. */
   readonly done: (ctx: ForwardContext, status: number, failure: ForwardFailure | null, headersAt: number) => void;
+  /** True once the server drains: the response then tells the client to close the connection. */
+  readonly draining: () => boolean;
   /** Filled by the forwarder: when the upstream's response headers arrived (performance.now()). */
   headersAt: number;
   status: number;
@@ -92,6 +94,7 @@ function streamFactory(data: Dispatcher.StreamFactoryData<ForwardContext>): Writ
   ctx.headersAt = performance.now();
   ctx.status = data.statusCode;
   const res = ctx.res;
+  if (ctx.draining()) res.shouldKeepAlive = false;
   if (ctx.responseHeaders !== null) {
     for (const name in ctx.responseHeaders) res.setHeader(name, ctx.responseHeaders[name]);
   }

@@ -77,7 +77,10 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
       const code = failure === 'timeout' ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE';
       logger.error({ event: 'upstream_error', route: fwd.routeId, code, requestId: ctx.requestId }, failure === 'timeout' ? 'upstream timed out' : 'upstream unavailable');
       metrics.upstreamDuration.observe({ route: fwd.routeId, status_class: 'error' }, (performance.now() - fwd.startedAt) / 1000);
-      if (!ctx.res.headersSent && !ctx.res.destroyed) send(ctx.res, errorResponse(code, ctx.requestId), ctx.requestId);
+      if (!ctx.res.headersSent && !ctx.res.destroyed) {
+        if (deps.draining()) ctx.res.shouldKeepAlive = false;
+        send(ctx.res, errorResponse(code, ctx.requestId), ctx.requestId);
+      }
       return;
     }
     metrics.upstreamDuration.observe({ route: fwd.routeId, status_class: statusClass(status) }, (headersAt - fwd.startedAt) / 1000);
@@ -91,6 +94,7 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
       responseHeaders,
       requestId: ev.requestId,
       done: onForwardDone,
+      draining: deps.draining,
       headersAt: 0,
       status: 0,
       routeId: ev.route?.id ?? UNMATCHED_ROUTE,
@@ -107,6 +111,8 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
 
   function act(active: ActivePolicy, req: IncomingMessage, res: ServerResponse, ev: Evaluation, expectsContinue: boolean): void {
     metrics.requests.inc({ route: ev.route?.id ?? UNMATCHED_ROUTE, decision: ev.decision });
+    // Draining: a kept-alive connection would hold the drain open until it idles out.
+    if (deps.draining()) res.shouldKeepAlive = false;
     const refused = refusal(deps, ev);
     if (refused !== undefined) {
       // The body was never invited (no 100 Continue) or is unread: don't reuse the connection.
