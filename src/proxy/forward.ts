@@ -114,8 +114,9 @@ function streamDone(this: ForwardContext, error: Error | null): void {
     ctx.done(ctx, ctx.status, ctx.res.writableFinished ? null : 'client_closed', ctx.headersAt);
     return;
   }
-  const failure: ForwardFailure =
-    error instanceof undiciErrors.HeadersTimeoutError ? 'timeout' : error instanceof undiciErrors.RequestAbortedError ? 'client_closed' : 'unavailable';
+  // Our abort (the client went away) surfaces as a DOMException AbortError, not RequestAbortedError.
+  const aborted = error instanceof undiciErrors.RequestAbortedError || error.name === 'AbortError';
+  const failure: ForwardFailure = error instanceof undiciErrors.HeadersTimeoutError ? 'timeout' : aborted ? 'client_closed' : 'unavailable';
   ctx.done(ctx, 0, failure, ctx.headersAt);
 }
 
