@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { startTollgate, type TestTollgate } from '../helpers/tollgate.js';
@@ -168,5 +169,41 @@ describe('forwarding to an upstream that is down', () => {
     assert.equal(reply.status, 502);
     assert.match(String(reply.headers['x-request-id']), /^[0-9a-f-]{36}$/);
     assert.equal(envelope(reply).error.details.requestId, reply.headers['x-request-id']);
+  });
+});
+
+describe('a client that goes away while the upstream works', () => {
+  let hanging: http.Server;
+  let arrived: Promise<void>;
+  let upstreamClosed: Promise<void>;
+  let tg: TestTollgate;
+
+  before(async () => {
+    let onArrive: () => void = () => {};
+    let onClose: () => void = () => {};
+    arrived = new Promise((resolve) => (onArrive = resolve));
+    upstreamClosed = new Promise((resolve) => (onClose = resolve));
+    // Never answers; reports when the request arrives and when Tollgate gives up on it.
+    hanging = http.createServer((req) => {
+      req.socket.once('close', onClose);
+      onArrive();
+    });
+    await new Promise<void>((resolve) => hanging.listen(0, '127.0.0.1', resolve));
+    tg = await startTollgate('upstream: http://127.0.0.1:9\nroutes: []\n', { upstream: `http://127.0.0.1:${(hanging.address() as net.AddressInfo).port}` });
+  });
+  after(async () => {
+    await tg.close();
+    hanging.closeAllConnections();
+    await new Promise<void>((resolve) => hanging.close(() => resolve()));
+  });
+
+  it('aborts the upstream request and logs no upstream error', async () => {
+    const client = await rawConnect(tg.tollgate.proxyAddress.port);
+    client.socket.write('GET /slow-report HTTP/1.1\r\nHost: t\r\nX-Request-Id: gone-1\r\n\r\n');
+    await arrived;
+    client.socket.destroy();
+    await upstreamClosed;
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(tg.logs.events('upstream_error'), [], 'a client disconnect is not an upstream failure');
   });
 });

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import http, { type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import WebSocket from 'ws';
 import { startTollgate, type TestTollgate } from '../helpers/tollgate.js';
@@ -144,5 +145,35 @@ describe('WebSocket upgrades the upstream refuses', () => {
     assert.equal(result.body, 'no websockets here');
     assert.equal(result.refused.headers['x-request-id'], 'ws-403');
     assert.equal(result.refused.headers['x-ratelimit-remaining'], '1');
+  });
+});
+
+describe('WebSocket upgrades the upstream never answers', () => {
+  let silent: http.Server;
+  const held: Duplex[] = [];
+  let tg: TestTollgate;
+
+  before(async () => {
+    silent = http.createServer();
+    silent.on('upgrade', (_req, socket) => held.push(socket)); // holds the socket, never answers
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    tg = await startTollgate(`upstream: http://127.0.0.1:9\nupstreamTimeout: 200ms\nroutes: []\n`, {
+      upstream: `http://127.0.0.1:${(silent.address() as AddressInfo).port}`,
+    });
+  });
+  after(async () => {
+    await tg.close();
+    for (const socket of held) socket.destroy();
+    await new Promise<void>((resolve) => silent.close(() => resolve()));
+  });
+
+  it('answers the handshake 504 UPSTREAM_TIMEOUT after upstreamTimeout', async () => {
+    const result = await connect(`${tg.url.replace('http:', 'ws:')}/ws/any`, '127.0.6.5', { 'x-request-id': 'ws-504' });
+    assert.ok('refused' in result);
+    assert.equal(result.refused.statusCode, 504);
+    assert.deepEqual(JSON.parse(result.body), {
+      success: false,
+      error: { code: 'UPSTREAM_TIMEOUT', message: 'Upstream service timed out', details: { requestId: 'ws-504' } },
+    });
   });
 });
