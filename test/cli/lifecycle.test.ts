@@ -93,6 +93,17 @@ describe('process lifecycle', () => {
     assert.equal(reply.status, 200);
     assert.equal(reply.headers['x-ratelimit-limit'], '5');
     assert.equal(reply.headers['x-ratelimit-remaining'], '3');
+
+    // An invalid edit is reported as FILE:LINE:COL and the running policy stays.
+    writeFileSync(real, policy(upstream.url, 5).replace('limits:', 'limts:'));
+    cli.signal('SIGHUP');
+    const failed = await cli.waitForLog((l) => l.event === 'config_reload_failed');
+    assert.ok(String(failed.msg).startsWith(`${link}:5:5 `), String(failed.msg));
+    assert.match(String(failed.msg), /limts/);
+    const still = await request(cli.url, '/r');
+    assert.equal(still.status, 200);
+    assert.equal(still.headers['x-ratelimit-limit'], '5');
+    assert.equal((await fetch(`${cli.adminUrl}/readyz`)).status, 200, 'still ready on the old policy');
   });
 
   it('slowloris: clients that stall or trickle the request headers get 408 after --headers-timeout', async () => {
