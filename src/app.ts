@@ -162,7 +162,13 @@ export class Tollgate {
     });
     const store = await createStore(result.policy.config.store, clock, logger, metrics);
     const tollgate = new Tollgate(options, result.policy, policy, logger, metrics, store);
-    await tollgate.#listen();
+    try {
+      await tollgate.#listen();
+    } catch (error) {
+      // E.g. EADDRINUSE: release what did start (the admin listener, the store) so the process can exit.
+      await tollgate.close();
+      throw error;
+    }
     if (options.watch !== false) {
       tollgate.#watcher = watchConfigFile(options.settings.configFile, () => void tollgate.reload('file_change'));
     }
