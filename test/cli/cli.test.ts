@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
@@ -114,6 +115,24 @@ describe('tollgate serve', () => {
       ],
     );
     assert.equal(cli.logs.filter((l) => l.event === 'listening').length, 0, 'nothing started half-configured');
+  });
+
+  it('exits 1 naming the address when the listen port is taken, instead of hanging with the admin port open', async () => {
+    const taken = net.createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    const port = (taken.address() as net.AddressInfo).port;
+    try {
+      const file = writePolicy(`upstream: ${upstreams[0].url}\nroutes: []\n`);
+      const cli = spawnCli(['serve', '--config', file, '--listen', `127.0.0.1:${port}`, '--admin', '127.0.0.1:0']);
+      const exit = await Promise.race([
+        cli.exited,
+        new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`still running; stderr: ${cli.stderr()}`)), 5000).unref()),
+      ]).finally(() => cli.stop());
+      assert.equal(exit.code, 1);
+      assert.match(cli.stderr(), new RegExp(`EADDRINUSE.*127\\.0\\.0\\.1:${port}`));
+    } finally {
+      taken.close();
+    }
   });
 
   it('--listen/--admin 127.0.0.1:0 log the bound ports; it proxies, limits and answers health checks', async () => {
