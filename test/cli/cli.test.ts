@@ -176,7 +176,12 @@ describe('tollgate serve', () => {
     running.push(envOnly);
     assert.deepEqual(await probe(envOnly), { upstream: 1, limit: '9' });
 
-    const flags = await serveCli(['--config', file, '--upstream', fromFlag.url], { TOLLGATE_CONFIG: otherFile, TOLLGATE_UPSTREAM: fromEnv.url });
+    // LOG_LEVEL=error would hide the `listening` lines serveCli waits for; --log-level wins.
+    const flags = await serveCli(['--config', file, '--upstream', fromFlag.url, '--log-level', 'info'], {
+      TOLLGATE_CONFIG: otherFile,
+      TOLLGATE_UPSTREAM: fromEnv.url,
+      LOG_LEVEL: 'error',
+    });
     running.push(flags);
     assert.deepEqual(await probe(flags), { upstream: 2, limit: undefined });
   });
