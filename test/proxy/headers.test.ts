@@ -29,6 +29,10 @@ routes:
     limits:
       - { by: ip, limit: 2, window: 10s }
       - { by: global, limit: 2, window: 1m }
+  - id: subsecond
+    match: { path: /subsecond }
+    limits:
+      - { by: ip, limit: 5, window: 1500ms }
   - id: blocked
     match: { path: /blocked }
     limits:
@@ -150,6 +154,11 @@ describe('rate-limit headers and the 429 envelope', () => {
     assert.equal(refused.headers['retry-after'], '300');
     assert.equal(envelope(refused).error.details.violationType, 'header');
     assert.equal(envelope(refused).error.details.retryAfter, 300);
+  });
+
+  it('the IETF window `w` is whole seconds, rounded up', async () => {
+    const reply = await request(tg.url, '/subsecond', { from: '127.0.0.17' });
+    assert.equal(reply.headers['ratelimit-policy'], '"subsecond.ip";q=5;w=2');
   });
 
   it('X-Request-Id is propagated when given, generated otherwise, and returned either way', async () => {
