@@ -197,10 +197,13 @@ export class Tollgate {
   }
 
   async #listen(): Promise<void> {
+    // The bound ports are logged even at LOG_LEVEL=warn/error: with `--listen :0` they are
+    // the only way to find the listener (silent stays silent).
+    const startup = this.logger.level === 'silent' ? this.logger : this.logger.child({}, { level: 'info' });
     this.#adminAddress = await listen(this.#admin, this.#settings.admin);
-    this.logger.info({ event: 'listening', listener: 'admin', host: this.#adminAddress.address, port: this.#adminAddress.port }, 'admin listening');
+    startup.info({ event: 'listening', listener: 'admin', host: this.#adminAddress.address, port: this.#adminAddress.port }, 'admin listening');
     this.#proxyAddress = await listen(this.#proxy.server, this.#settings.listen);
-    this.logger.info(
+    startup.info(
       { event: 'listening', listener: 'proxy', host: this.#proxyAddress.address, port: this.#proxyAddress.port, upstream: this.#active.policy.upstream.origin },
       'proxy listening',
     );
