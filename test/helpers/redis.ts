@@ -18,6 +18,7 @@ import type { TestContext } from 'node:test';
 import type { AlgorithmName } from '../../src/config/types.js';
 import { ALGORITHMS } from '../../src/limiter/algorithms/index.js';
 import type { CompiledLimit } from '../../src/policy/types.js';
+import type { LimitCheck, StoreDecision } from '../../src/store/types.js';
 
 export interface RedisTarget {
   readonly url: string;
@@ -186,6 +187,10 @@ export async function spawnRedis(options: SpawnOptions = {}): Promise<SpawnedRed
     process.kill(running.pid as number, name);
     await exited(running);
   };
+  /** SIGSTOP/SIGCONT a running server; a no-op once it has exited. */
+  const signalRunning = (name: NodeJS.Signals): void => {
+    if (child !== undefined && child.exitCode === null && child.signalCode === null) process.kill(child.pid as number, name);
+  };
   return {
     url: `redis://127.0.0.1:${port}`,
     host: '127.0.0.1',
@@ -194,8 +199,8 @@ export async function spawnRedis(options: SpawnOptions = {}): Promise<SpawnedRed
       return child?.pid as number;
     },
     kill: () => signal('SIGKILL'),
-    pause: () => void process.kill(child?.pid as number, 'SIGSTOP'),
-    resume: () => void process.kill(child?.pid as number, 'SIGCONT'),
+    pause: () => signalRunning('SIGSTOP'),
+    resume: () => signalRunning('SIGCONT'),
     restart: async () => {
       await signal('SIGKILL');
       await start();
@@ -365,4 +370,24 @@ export function limitFixture(options: {
     policyName: `${routeId}.${by}`,
     windowSeconds: Math.ceil(options.windowMs / 1000),
   };
+}
+
+/** Polls until `decide` answers from Redis (not rejected, not degraded). */
+export async function waitUntilShared(
+  decide: (checks: readonly LimitCheck[], now: number) => StoreDecision | Promise<StoreDecision>,
+  timeoutMs = 10_000,
+): Promise<void> {
+  const limit = limitFixture({ routeId: 'ready', limit: 1_000_000_000, windowMs: 1_000, algorithm: 'fixed-window' });
+  const checks = [{ limit, key: limit.keyPrefix + 'probe', max: limit.limit }];
+  await waitFor(
+    'the Redis store to answer',
+    async () => {
+      try {
+        return (await decide(checks, Date.now())).degraded !== true;
+      } catch {
+        return false;
+      }
+    },
+    timeoutMs,
+  );
 }

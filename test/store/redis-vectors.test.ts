@@ -22,7 +22,7 @@ import { MemoryStore } from '../../src/store/memory.js';
 import { createRedisStore } from '../../src/store/redis/index.js';
 import type { RedisStore } from '../../src/store/redis/index.js';
 import type { LimitCheck, StoreDecision } from '../../src/store/types.js';
-import { limitFixture, requireSharedRedis, sharedRedis, stopSharedRedis, testPrefix, waitFor } from '../helpers/redis.js';
+import { limitFixture, requireSharedRedis, sharedRedis, stopSharedRedis, testPrefix, waitUntilShared } from '../helpers/redis.js';
 import type { RedisTarget } from '../helpers/redis.js';
 import { loadVectors, runVector } from '../vectors/load.js';
 
@@ -46,17 +46,9 @@ async function openStore(target: RedisTarget, name: string): Promise<RedisStore>
     memoryFallback: { maxKeys: 10_000, maxBlocks: 10_000 },
     blockCache: false,
   });
-  await waitFor('redis store connected', async () => {
-    try {
-      return (await store.decide([{ limit: PING_LIMIT, key: PING_LIMIT.keyPrefix + 'ping', max: 1_000_000 }], 0)).allowed;
-    } catch {
-      return false;
-    }
-  });
+  await waitUntilShared((checks, now) => store.decide(checks, now));
   return store;
 }
-
-const PING_LIMIT = limitFixture({ routeId: 'ping', limit: 1_000_000, windowMs: 1_000, algorithm: 'fixed-window' });
 
 /** A MemoryStore whose clock is the schedule's `now`, as the proxy runs it. */
 function memoryStore(): { store: MemoryStore; decide: (checks: readonly LimitCheck[], now: number) => StoreDecision } {

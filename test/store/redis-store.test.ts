@@ -1,0 +1,300 @@
+/**
+ * The Redis store against a real server: shared exact counts across two stores (two
+ * connections), TTL on every key, NOSCRIPT under load, skewed replica clocks, the
+ * local block cache and the replica heartbeat. Every test writes under its own random
+ * prefix; the NOSCRIPT test flushes scripts on a server it spawned itself.
+ */
+import assert from 'node:assert/strict';
+import { after, describe, it } from 'node:test';
+import { Redis } from 'ioredis';
+import type { AlgorithmName, RedisStoreConfig } from '../../src/config/types.js';
+import { createLogger } from '../../src/observability/logger.js';
+import { createMetrics } from '../../src/observability/metrics.js';
+import type { Metrics } from '../../src/observability/metrics.js';
+import type { CompiledLimit } from '../../src/policy/types.js';
+import { createRedisStore } from '../../src/store/redis/index.js';
+import type { RedisStore, RedisStoreOptions } from '../../src/store/redis/index.js';
+import type { LimitCheck, StoreDecision } from '../../src/store/types.js';
+import {
+  limitFixture,
+  requireRedisServer,
+  requireSharedRedis,
+  spawnRedis,
+  stopSharedRedis,
+  testPrefix,
+  waitFor,
+  waitUntilShared,
+} from '../helpers/redis.js';
+import type { RedisTarget } from '../helpers/redis.js';
+
+const DAY_MS = 86_400_000;
+const ALGORITHM_NAMES: readonly AlgorithmName[] = ['sliding-window', 'sliding-log', 'fixed-window', 'token-bucket'];
+
+const opened: RedisStore[] = [];
+const clients: Redis[] = [];
+after(async () => {
+  await Promise.all(opened.map((s) => s.close()));
+  clients.forEach((c) => c.disconnect());
+  await stopSharedRedis();
+});
+
+function config(target: RedisTarget, prefix: string, overrides: Partial<RedisStoreConfig> = {}): RedisStoreConfig {
+  return {
+    url: target.url,
+    prefix,
+    timeoutMs: 1_000, // these tests check counts, not latency; a loaded CI box must not fail them
+    onError: 'deny',
+    onErrorStatus: 503,
+    clock: 'redis',
+    expectedReplicas: 1,
+    ...overrides,
+  };
+}
+
+async function openStore(cfg: RedisStoreConfig, options: Partial<RedisStoreOptions> = {}): Promise<RedisStore> {
+  const store = createRedisStore({
+    config: cfg,
+    clock: Date.now,
+    logger: createLogger('silent'),
+    memoryFallback: { maxKeys: 10_000, maxBlocks: 1_000 },
+    ...options,
+  });
+  opened.push(store);
+  await waitUntilShared((checks, now) => store.decide(checks, now));
+  return store;
+}
+
+function inspector(target: RedisTarget): Redis {
+  const client = new Redis(target.url, { lazyConnect: false, maxRetriesPerRequest: 1 });
+  clients.push(client);
+  return client;
+}
+
+function check(limit: CompiledLimit, client: string, max = limit.limit): LimitCheck {
+  return { limit, key: limit.keyPrefix + client, max };
+}
+
+function countAllowed(decisions: readonly StoreDecision[]): number {
+  return decisions.filter((d) => d.allowed).length;
+}
+
+describe('redis store: shared counts', () => {
+  for (const algorithm of ALGORITHM_NAMES) {
+    it(`${algorithm}: 200 concurrent decisions from two stores on a limit of 50 allow exactly 50`, async (t) => {
+      const target = await requireSharedRedis(t);
+      if (target === undefined) return;
+      const prefix = testPrefix('concurrent');
+      const [a, b] = await Promise.all([openStore(config(target, prefix)), openStore(config(target, prefix))]);
+      // Day-long windows: no refill or window edge during the test.
+      const limit = limitFixture({ routeId: 'api', limit: 50, windowMs: DAY_MS, algorithm });
+      const decisions = await Promise.all(
+        Array.from({ length: 200 }, (_, i) => (i % 2 === 0 ? a : b).decide([check(limit, '10.0.0.1')], Date.now())),
+      );
+      assert.equal(countAllowed(decisions), 50);
+      assert.ok(a.roundTrips >= 100 && b.roundTrips >= 100);
+    });
+  }
+
+  it('per-user and per-ip together: exactly 50 pass, and refused requests count on neither limit', async (t) => {
+    const target = await requireSharedRedis(t);
+    if (target === undefined) return;
+    const prefix = testPrefix('user-ip');
+    const [a, b] = await Promise.all([openStore(config(target, prefix)), openStore(config(target, prefix))]);
+    const perIp = limitFixture({ routeId: 'login', by: 'ip', limit: 80, windowMs: DAY_MS, algorithm: 'sliding-log', index: 0 });
+    const perUser = limitFixture({ routeId: 'login', by: 'user', limit: 50, windowMs: DAY_MS, algorithm: 'token-bucket', index: 1 });
+    const decisions = await Promise.all(
+      Array.from({ length: 200 }, (_, i) => (i % 2 === 0 ? a : b).decide([check(perIp, '10.0.0.7'), check(perUser, 'u:alice')], Date.now())),
+    );
+    assert.equal(countAllowed(decisions), 50);
+    for (const d of decisions.filter((x) => !x.allowed)) {
+      assert.equal(d.outcomes[0].allowed, true, 'the per-ip limit is not what refuses');
+      assert.equal(d.outcomes[1].allowed, false);
+    }
+    // All or nothing: the 150 refusals did not count on the per-ip limit.
+    const next = await a.decide([check(perIp, '10.0.0.7')], Date.now());
+    assert.equal(next.outcomes[0].remaining, 80 - 50 - 1);
+  });
+});
+
+describe('redis store: keys', () => {
+  it('every key written (states of all algorithms, blocks, replicas set) has a TTL', async (t) => {
+    const target = await requireSharedRedis(t);
+    if (target === undefined) return;
+    const prefix = testPrefix('ttl');
+    const store = await openStore(config(target, prefix));
+    for (const [index, algorithm] of ALGORITHM_NAMES.entries()) {
+      const limit = limitFixture({ routeId: 'ttl', by: `l${index}`, limit: 2, windowMs: 60_000, blockMs: 30_000, algorithm, index });
+      for (let i = 0; i < 3; i++) await store.decide([check(limit, 'client')], Date.now());
+    }
+    const redis = inspector(target);
+    await waitFor('the heartbeat set', async () => (await redis.exists(prefix + 'replicas')) === 1);
+    const keys: string[] = [];
+    let cursor = '0';
+    do {
+      const [next, batch] = await redis.scan(cursor, 'MATCH', prefix + '*', 'COUNT', 1000);
+      cursor = next;
+      keys.push(...batch);
+    } while (cursor !== '0');
+    // 4 states, 4 blocks, the ready probe's state, the replicas set.
+    assert.equal(keys.filter((k) => k.endsWith(':b')).length, 4, keys.join(' '));
+    assert.ok(keys.length >= 10, keys.join(' '));
+    for (const key of keys) {
+      const ttl = await redis.pttl(key);
+      assert.ok(ttl > 0, `${key} has PTTL ${ttl}`);
+    }
+  });
+
+  it('keys are prefix + the check key, the block key in the same cluster slot (hash tag)', async (t) => {
+    const target = await requireSharedRedis(t);
+    if (target === undefined) return;
+    const prefix = testPrefix('names');
+    const store = await openStore(config(target, prefix));
+    const limit = limitFixture({ routeId: 'names', limit: 1, windowMs: 60_000, blockMs: 5_000, algorithm: 'fixed-window' });
+    await store.decide([check(limit, '10.1.1.1')], Date.now());
+    await store.decide([check(limit, '10.1.1.1')], Date.now());
+    const redis = inspector(target);
+    assert.equal(await redis.exists(prefix + '{names}:ip:60000:fw:10.1.1.1'), 1);
+    assert.equal(await redis.exists(prefix + '{names}:ip:60000:fw:10.1.1.1:b'), 1);
+  });
+});
+
+describe('redis store: clocks', () => {
+  it('clock: redis — two replicas whose clocks differ by 5 s enforce one limit, and answer in their own time', async (t) => {
+    const target = await requireSharedRedis(t);
+    if (target === undefined) return;
+    const prefix = testPrefix('skew');
+    const skewMs = 5_000;
+    const [onTime, ahead] = await Promise.all([
+      openStore(config(target, prefix)),
+      openStore(config(target, prefix), { clock: () => Date.now() + skewMs }),
+    ]);
+    // A 10 s fixed window: with local clocks 5 s apart the two would count in different windows half the time.
+    const limit = limitFixture({ routeId: 'skew', limit: 10, windowMs: 10_000, algorithm: 'sliding-log' });
+    const decisions: StoreDecision[] = [];
+    for (let i = 0; i < 30; i++) {
+      const [store, now] = i % 2 === 0 ? [onTime, Date.now()] : [ahead, Date.now() + skewMs];
+      const decision = await store.decide([check(limit, 'c')], now);
+      // Times come back on the caller's clock: a sliding log resets one window after now.
+      const outcome = decision.outcomes[0];
+      if (outcome.allowed) assert.ok(Math.abs(outcome.resetAt - (now + 10_000)) <= 50, `resetAt ${outcome.resetAt - now} ms from now`);
+      decisions.push(decision);
+    }
+    assert.equal(countAllowed(decisions), 10);
+  });
+});
+
+describe('redis store: local block cache', () => {
+  it('a blocked key is refused locally until its block ends: no round trip, retry from the block', async (t) => {
+    const target = await requireSharedRedis(t);
+    if (target === undefined) return;
+    const prefix = testPrefix('blockcache');
+    const store = await openStore(config(target, prefix));
+    const limit = limitFixture({ routeId: 'otp', limit: 2, windowMs: 60_000, blockMs: 120_000, algorithm: 'sliding-window' });
+    const other = limitFixture({ routeId: 'otp', by: 'global', limit: 1_000, windowMs: 60_000, algorithm: 'fixed-window', index: 1 });
+    const start = store.roundTrips;
+    await store.decide([check(limit, 'attacker')], Date.now());
+    await store.decide([check(limit, 'attacker')], Date.now());
+    const tripped = await store.decide([check(limit, 'attacker'), check(other, '*')], Date.now());
+    assert.equal(tripped.allowed, false);
+    assert.equal(tripped.outcomes[0].blockStarted, true);
+    const blockedUntil = tripped.outcomes[0].blockedUntil;
+    assert.equal(store.roundTrips, start + 3);
+
+    for (let i = 0; i < 20; i++) {
+      const now = Date.now();
+      const decision = await store.decide([check(limit, 'attacker'), check(other, '*')], now);
+      assert.equal(decision.allowed, false);
+      const [blocked, unevaluated] = decision.outcomes;
+      assert.equal(blocked.allowed, false);
+      assert.equal(blocked.blockedUntil, blockedUntil);
+      assert.equal(blocked.blockStarted, false);
+      assert.equal(blocked.retryAfterMs >= blockedUntil - now, true);
+      assert.deepEqual([unevaluated.allowed, unevaluated.remaining, unevaluated.max], [true, 1_000, 1_000]);
+    }
+    assert.equal(store.roundTrips, start + 3, 'blocked decisions made no round trip');
+
+    // The block is shared: a replica without the cache entry is refused by Redis.
+    const replica = await openStore(config(target, prefix));
+    const fromRedis = await replica.decide([check(limit, 'attacker')], Date.now());
+    assert.equal(fromRedis.allowed, false);
+    assert.ok(Math.abs(fromRedis.outcomes[0].blockedUntil - blockedUntil) <= 50);
+    // Another client is not affected by the cache.
+    assert.equal((await store.decide([check(limit, 'someone-else')], Date.now())).allowed, true);
+    assert.equal(store.roundTrips, start + 4);
+  });
+
+  it('after the block ends the key goes back to Redis', async (t) => {
+    const target = await requireSharedRedis(t);
+    if (target === undefined) return;
+    const store = await openStore(config(target, testPrefix('blockend'), { clock: 'local' }));
+    const limit = limitFixture({ routeId: 'otp', limit: 1, windowMs: 1_000, blockMs: 2_000, algorithm: 'fixed-window' });
+    const t0 = 1_000_000;
+    await store.decide([check(limit, 'x')], t0);
+    const tripped = await store.decide([check(limit, 'x')], t0 + 1);
+    assert.equal(tripped.outcomes[0].blockedUntil, t0 + 2_001);
+    const trips = store.roundTrips;
+    assert.equal((await store.decide([check(limit, 'x')], t0 + 2_000)).allowed, false);
+    assert.equal(store.roundTrips, trips);
+    const after = await store.decide([check(limit, 'x')], t0 + 2_001);
+    assert.equal(after.allowed, true);
+    assert.equal(store.roundTrips, trips + 1);
+  });
+});
+
+describe('redis store: replicas', () => {
+  it('counts live replicas from the heartbeat set; a closed replica leaves it', async (t) => {
+    const target = await requireSharedRedis(t);
+    if (target === undefined) return;
+    const prefix = testPrefix('replicas');
+    const cfg = config(target, prefix, { expectedReplicas: 7 });
+    const first = createRedisStore({
+      config: cfg,
+      clock: Date.now,
+      logger: createLogger('silent'),
+      memoryFallback: { maxKeys: 100, maxBlocks: 100 },
+      heartbeatMs: 50,
+    });
+    opened.push(first);
+    assert.equal(first.liveReplicas, 7, 'expectedReplicas before any heartbeat');
+    const second = await openStore(cfg, { heartbeatMs: 50 });
+    await waitFor('two live replicas', async () => first.liveReplicas === 2 && second.liveReplicas === 2);
+    await second.close();
+    await waitFor('one live replica', async () => first.liveReplicas === 1);
+  });
+});
+
+describe('redis store: NOSCRIPT', () => {
+  it('SCRIPT FLUSH in the middle of concurrent load causes no error and no double count', async (t) => {
+    if (!requireRedisServer(t)) return;
+    const server = await spawnRedis();
+    t.after(() => server.stop());
+    const metrics: Metrics = createMetrics({ defaultMetrics: false });
+    const prefix = testPrefix('noscript');
+    const [a, b] = await Promise.all([openStore(config(server, prefix), { metrics }), openStore(config(server, prefix), { metrics })]);
+    const admin = inspector(server);
+    const errors = async (): Promise<number> => (await metrics.storeErrors.get()).values.reduce((sum, v) => sum + v.value, 0);
+    const errorsBefore = await errors(); // failed polls while connecting
+    const limit = limitFixture({ routeId: 'flush', limit: 1_000, windowMs: DAY_MS, algorithm: 'sliding-log' });
+    let flushes = 0;
+    const worker = async (store: RedisStore, n: number): Promise<StoreDecision[]> => {
+      const out: StoreDecision[] = [];
+      for (let i = 0; i < n; i++) {
+        const batch = await Promise.all(Array.from({ length: 10 }, () => store.decide([check(limit, 'c')], Date.now())));
+        out.push(...batch);
+        if (i % 10 === 5) {
+          await admin.script('FLUSH');
+          flushes++;
+        }
+      }
+      return out;
+    };
+    const results = (await Promise.all([worker(a, 60), worker(b, 60)])).flat();
+    assert.ok(flushes >= 10);
+    // The flushes did bite: Redis answered NOSCRIPT, and ioredis re-sent the script.
+    const noscript = /errorstat_NOSCRIPT:count=(\d+)/.exec(await admin.info('errorstats'));
+    assert.ok(noscript !== null && Number(noscript[1]) > 0, 'no NOSCRIPT reply was provoked');
+    assert.equal(results.length, 1_200);
+    assert.equal(countAllowed(results), 1_000);
+    assert.equal(await errors(), errorsBefore);
+  });
+});
