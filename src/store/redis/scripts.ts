@@ -109,30 +109,28 @@ local function swConsume(key, st, mx, w)
   store(key, {start, cur + 1, prev}, max(1, start + 2 * w - now))
 end
 
--- token-bucket: {tokens, at}
+-- token-bucket: {units, at}; one token = w units, so every quantity is an integer
 local function tbAvailable(st, mx, w)
-  if not st then return mx end
+  if not st then return mx * w end
   local elapsed = 0
   if now > st[2] then elapsed = now - st[2] end
-  return min(mx, st[1] + (elapsed * mx) / w)
-end
-local function tbTimeToFull(tokens, mx, w)
-  return ceil(((mx - tokens) * w) / mx)
+  return min(mx * w, st[1] + elapsed * mx)
 end
 local function tbPeek(st, mx, w)
-  local tokens = tbAvailable(st, mx, w)
-  if tokens >= 1 then
-    local left = tokens - 1
-    return {1, floor(left), now + tbTimeToFull(left, mx, w), 0, ceil(mx - left)}
+  local cap = mx * w
+  local units = tbAvailable(st, mx, w)
+  if units >= w then
+    local left = units - w
+    return {1, floor(left / w), now + ceil((cap - left) / mx), 0, ceil((cap - left) / w)}
   end
-  return {0, 0, now + tbTimeToFull(tokens, mx, w), max(1, ceil(((1 - tokens) * w) / mx)), ceil(mx - tokens)}
+  return {0, 0, now + ceil((cap - units) / mx), ceil((w - units) / mx), ceil((cap - units) / w)}
 end
 local function tbConsume(key, st, mx, w)
-  local tokens = tbAvailable(st, mx, w) - 1
+  local units = tbAvailable(st, mx, w) - w
   local at = now
   if st then at = max(now, st[2]) end
-  local nst = {tokens, at}
-  store(key, nst, max(1, tbTimeToFull(tbAvailable(nst, mx, w), mx, w)))
+  local nst = {units, at}
+  store(key, nst, max(1, ceil((mx * w - tbAvailable(nst, mx, w)) / mx)))
 end
 
 -- sliding-log: a ZSET of request timestamps (scores); members are request ids
@@ -216,6 +214,6 @@ return redis.call('ZCARD', KEYS[1])
 
 /** sha1 of each script (what EVALSHA sends); pinned so a stale edit is caught offline. */
 export const SCRIPT_SHA1 = Object.freeze({
-  decide: 'd82428a9fd83aba8d0ea41628dec00e6ec71a124',
+  decide: 'a5a2f55b8e8d94403bef4af613e48e560bd1e763',
   heartbeat: '56f1982dd4dd0c0603bab9afbcd52b25bd1db1e4',
 });
