@@ -111,8 +111,10 @@ export class ViolationLog {
     }
   }
 
+  /** Stops the timer and reports every pending suppressed count: a restart must not lose them. */
   close(): void {
     clearInterval(this.#timer);
+    this.#keys.clear(); // disposes each key with reason 'delete': its summary
     this.flush();
   }
 

@@ -149,7 +149,10 @@ describe('violation logs under a flood stay bounded', () => {
     const perKey = lines.filter(isViolation);
     assert.equal(perKey.length, 100); // the default budget: 100 lines per (fake) second
     assert.ok(perKey.every((l) => l.event === 'rate_limit_exceeded' && l.route === 'search' && l.blocked === false && l.count === 1));
-    assert.ok(lines.length <= 100 + 5, `${lines.length} lines`);
+    // Nothing else: the overflow summaries (one per periodic flush at most) are the only other lines.
+    const overflow = lines.filter((l) => l.event === 'rate_limit_log_overflow');
+    assert.ok(overflow.length >= 1);
+    assert.equal(lines.length, perKey.length + overflow.length);
   });
 
   test('without a block, the first refusal of each window is logged again', async () => {
@@ -267,4 +270,52 @@ describe('access log', () => {
       }
     });
   }
+});
+
+describe('suppression periods', () => {
+  let upstream: EchoUpstream;
+  before(async () => {
+    upstream = await startEchoUpstream();
+  });
+  after(async () => upstream.close());
+
+  test('suppressed counts still pending are reported when Tollgate stops', async () => {
+    const tg = await startTollgate(POLICY, { upstream: upstream.url });
+    const headers = { 'x-forwarded-for': '192.0.2.80' };
+    try {
+      const got: number[] = [];
+      for (let i = 0; i < 6; i++) got.push(await call(`${tg.url}/login`, { headers }));
+      assert.deepEqual(got, [200, 200, 429, 429, 429, 429]);
+      assert.equal(tg.logs.events('rate_limit_suppressed').length, 0); // the block still runs
+    } finally {
+      await tg.close();
+    }
+    const summaries = tg.logs.events('rate_limit_suppressed');
+    assert.equal(summaries.length, 1);
+    assert.equal(summaries[0].suppressed, 3);
+  });
+
+  test(
+    'a client steadily over a sliding-window limit gets one line per window, not one per retry-after',
+    { todo: 'src/proxy/decide.ts sets quietUntil = now + retryAfterMs when there is no block; should be at least now + windowMs' },
+    async () => {
+      const tg = await startTollgate(
+        'clientIp: { trustedProxies: [127.0.0.1/32] }\nroutes:\n  - id: feed\n    match: { path: /feed }\n    limits: [{ by: ip, limit: 10, window: 1m }]\n',
+        { upstream: upstream.url },
+      );
+      try {
+        let refused = 0;
+        // One request per (fake) second for three windows: 3x over the limit the whole time.
+        for (let i = 0; i < 180; i++) {
+          if ((await call(`${tg.url}/feed`, { headers: { 'x-forwarded-for': '192.0.2.81' } })) === 429) refused++;
+          tg.clock.advance(1000);
+        }
+        assert.ok(refused > 140, `${refused} refused`);
+        const lines = tg.logs.lines.filter(isViolation);
+        assert.ok(lines.length <= 4, `${lines.length} violation lines for one client over 3 windows`);
+      } finally {
+        await tg.close();
+      }
+    },
+  );
 });
