@@ -130,7 +130,7 @@ const PROMQL_WORDS = new Set(['by', 'without', 'on', 'ignoring', 'group_left', '
  * identifiers left after removing strings, label matchers, ranges, grouping clauses,
  * function names and Grafana `$variables`.
  */
-export function metricNamesIn(expr: string): string[] {
+function metricNamesIn(expr: string): string[] {
   const cleaned = expr
     .replace(/"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'/g, '""')
     .replace(/label_values\(\s*([^,)]*?)\s*,\s*[\w$]+\s*\)/g, '$1')
