@@ -24,25 +24,16 @@ function validate(file: string): number {
 
 async function serve(settings: ServeSettings): Promise<void> {
   const logger = createLogger(settings.logLevel);
-  let tollgate: Tollgate;
-  try {
-    tollgate = await Tollgate.start({ settings, logger });
-  } catch (error) {
-    if (error instanceof ConfigLoadError) {
-      for (const issue of error.issues) process.stderr.write(formatIssue(issue) + '\n');
-    } else {
-      process.stderr.write(`tollgate: ${(error as Error).message}\n`);
-    }
-    logger.flush();
-    process.exitCode = 1;
-    return;
-  }
-  process.on('SIGHUP', () => tollgate.reload('sighup'));
-  let stopping = false;
+  // Signals are handled from the first moment: one arriving while the store connects
+  // must not kill the process with the default action.
+  let tollgate: Tollgate | undefined;
+  let reloadPending = false;
+  let stopSignal: string | undefined;
   const stop = (signal: string): void => {
-    if (stopping) return;
-    stopping = true;
+    if (stopSignal !== undefined) return;
+    stopSignal = signal;
     logger.info({ event: 'signal', signal }, `received ${signal}`);
+    if (tollgate === undefined) return; // start() finishes, then stops
     tollgate.shutdown().then(
       () => {
         logger.flush();
@@ -55,8 +46,31 @@ async function serve(settings: ServeSettings): Promise<void> {
       },
     );
   };
+  process.on('SIGHUP', () => {
+    if (tollgate === undefined) reloadPending = true;
+    else tollgate.reload('sighup');
+  });
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+
+  try {
+    tollgate = await Tollgate.start({ settings, logger });
+  } catch (error) {
+    if (error instanceof ConfigLoadError) {
+      for (const issue of error.issues) process.stderr.write(formatIssue(issue) + '\n');
+    } else {
+      process.stderr.write(`tollgate: ${(error as Error).message}\n`);
+    }
+    logger.flush();
+    process.exit(1);
+  }
+  if (stopSignal !== undefined) {
+    const signal = stopSignal;
+    stopSignal = undefined;
+    stop(signal);
+  } else if (reloadPending) {
+    tollgate.reload('sighup');
+  }
 }
 
 async function main(): Promise<void> {

@@ -157,7 +157,8 @@ function recordViolations(
       requestId,
       shadow,
       key: checks[i].key,
-      quietUntil: o.blockedUntil !== 0 ? o.blockedUntil : now + o.retryAfterMs,
+      // Quiet for the block, or at least a window: a client steadily over its limit logs once per window.
+      quietUntil: o.blockedUntil !== 0 ? o.blockedUntil : now + Math.max(o.retryAfterMs, limit.windowMs),
     });
   }
 }

@@ -83,7 +83,8 @@ function responseHeaders(headers: Record<string, string | string[] | undefined>)
   return out;
 }
 
-function hasBody(req: IncomingMessage): boolean {
+/** The request carries a body (declared length > 0 or chunked). */
+export function hasBody(req: IncomingMessage): boolean {
   const length = req.headers['content-length'];
   if (length !== undefined) return length !== '0';
   return req.headers['transfer-encoding'] !== undefined;

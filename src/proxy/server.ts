@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from '../observability/logger.js';
 import type { CompiledPolicy } from '../policy/types.js';
 import { evaluate, UNMATCHED_ROUTE, type DecideDeps, type Evaluation } from './decide.js';
-import type { ForwardContext, ForwardFailure, HttpForwarder } from './forward.js';
+import { hasBody, type ForwardContext, type ForwardFailure, type HttpForwarder } from './forward.js';
 import { rateLimitHeaders } from './rate-headers.js';
 import { errorResponse, rateLimitedResponse, send, sendOnSocket, type OwnResponse } from './responses.js';
 import type { UpgradeForwarder } from './upgrade.js';
@@ -115,8 +115,9 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
     if (deps.draining()) res.shouldKeepAlive = false;
     const refused = refusal(deps, ev);
     if (refused !== undefined) {
-      // The body was never invited (no 100 Continue) or is unread: don't reuse the connection.
-      if (expectsContinue || !req.complete) res.shouldKeepAlive = false;
+      // A body never invited (no 100 Continue) or still unread would have to be drained first:
+      // close instead. Bodyless refusals keep the connection (a flood costs no new handshakes).
+      if (expectsContinue || (hasBody(req) && !req.complete)) res.shouldKeepAlive = false;
       send(res, refused, ev.requestId);
       return;
     }

@@ -299,7 +299,6 @@ describe('suppression periods', () => {
 
   test(
     'a client steadily over a sliding-window limit gets one line per window, not one per retry-after',
-    { todo: 'src/proxy/decide.ts sets quietUntil = now + retryAfterMs when there is no block; should be at least now + windowMs' },
     async () => {
       const tg = await startTollgate(
         'clientIp: { trustedProxies: [127.0.0.1/32] }\nroutes:\n  - id: feed\n    match: { path: /feed }\n    limits: [{ by: ip, limit: 10, window: 1m }]\n',
