@@ -24,7 +24,7 @@ export const DECIDE_LUA = `-- tollgate decide
 -- Returns {now, then per check: allowed 0/1, remaining, resetAt, retryAfterMs,
 --          count, blockedUntil (0 = none), blockStarted 0/1} (all integers).
 local floor, ceil, fmod, min, max = math.floor, math.ceil, math.fmod, math.min, math.max
-local format, gmatch, tonumber = string.format, string.gmatch, tonumber
+local format, match, tonumber = string.format, string.match, tonumber
 local call = redis.call
 
 local now = tonumber(ARGV[1])
@@ -45,20 +45,22 @@ local function load(key)
   local st = states[key]
   if st ~= nil then return st end
   local v = call('GET', key)
-  if not v then
-    st = false
+  if v then
+    local a, b, c = match(v, '^(%S+) (%S+) ?(%S*)$')
+    st = {tonumber(a), tonumber(b), tonumber(c)}
   else
-    st = {}
-    for x in gmatch(v, '%S+') do st[#st + 1] = tonumber(x) end
+    st = false
   end
   states[key] = st
   return st
 end
-local function store(key, st, ttl)
-  states[key] = st
-  local parts = {}
-  for i = 1, #st do parts[i] = fmt(st[i]) end
-  call('SET', key, table.concat(parts, ' '), 'PX', ceil(ttl + slack))
+local function store2(key, a, b, ttl)
+  states[key] = {a, b}
+  call('SET', key, format('%.17g %.17g', a, b), 'PX', ceil(ttl + slack))
+end
+local function store3(key, a, b, c, ttl)
+  states[key] = {a, b, c}
+  call('SET', key, format('%.17g %.17g %.17g', a, b, c), 'PX', ceil(ttl + slack))
 end
 
 -- fixed-window: {start, count}
@@ -74,7 +76,7 @@ local function fwConsume(key, st, mx, w)
   local start = now - fmod(now, w)
   local count = 0
   if st and st[1] == start then count = st[2] end
-  store(key, {start, count + 1}, max(1, start + w - now))
+  store2(key, start, count + 1, max(1, start + w - now))
 end
 
 -- sliding-window: {start, cur, prev}
@@ -106,7 +108,7 @@ local function swPeek(st, mx, w)
 end
 local function swConsume(key, st, mx, w)
   local start, cur, prev = swRotate(st, w)
-  store(key, {start, cur + 1, prev}, max(1, start + 2 * w - now))
+  store3(key, start, cur + 1, prev, max(1, start + 2 * w - now))
 end
 
 -- token-bucket: {units, at}; one token = w units, so every quantity is an integer
@@ -129,8 +131,7 @@ local function tbConsume(key, st, mx, w)
   local units = tbAvailable(st, mx, w) - w
   local at = now
   if st then at = max(now, st[2]) end
-  local nst = {units, at}
-  store(key, nst, max(1, ceil((mx * w - tbAvailable(nst, mx, w)) / mx)))
+  store2(key, units, at, max(1, ceil((mx * w - tbAvailable({units, at}, mx, w)) / mx)))
 end
 
 -- sliding-log: a ZSET of request timestamps (scores); members are request ids
@@ -214,6 +215,6 @@ return redis.call('ZCARD', KEYS[1])
 
 /** sha1 of each script (what EVALSHA sends); pinned so a stale edit is caught offline. */
 export const SCRIPT_SHA1 = Object.freeze({
-  decide: 'a5a2f55b8e8d94403bef4af613e48e560bd1e763',
+  decide: 'a98728485070531ac681f0cce8b4630ee0a70084',
   heartbeat: '56f1982dd4dd0c0603bab9afbcd52b25bd1db1e4',
 });

@@ -82,6 +82,8 @@ class RedisRateLimitStore implements RedisStore {
   readonly #blocks: BlockCache | undefined;
   readonly #heartbeat: ReplicaHeartbeat;
   readonly #prefix: string;
+  /** Where Redis is, without credentials (for logs). */
+  readonly #target: string;
   readonly #timeoutMs: number;
   readonly #serverClock: boolean;
   readonly #ttlSlack: number;
@@ -91,6 +93,8 @@ class RedisRateLimitStore implements RedisStore {
   #requestSeq = 0;
   #roundTrips = 0;
   #lastError = '';
+  /** Rejection shared by every decision the open breaker skips (an Error per request would cost its stack). */
+  #openError: StoreUnavailableError | undefined;
   #closed = false;
   /** Scratch verdict handed to `outcome`, which copies what it needs. */
   readonly #verdict: Verdict = { allowed: false, remaining: 0, resetAt: 0, retryAfterMs: 0, count: 0 };
@@ -102,6 +106,7 @@ class RedisRateLimitStore implements RedisStore {
     this.#logger = options.logger;
     this.#metrics = options.metrics;
     this.#prefix = config.prefix;
+    this.#target = describeTarget(config);
     this.#timeoutMs = config.timeoutMs;
     this.#serverClock = config.clock === 'redis';
     this.#ttlSlack = this.#serverClock ? 0 : LOCAL_CLOCK_TTL_SLACK_MS;
@@ -127,18 +132,25 @@ class RedisRateLimitStore implements RedisStore {
       intervalMs: options.heartbeatMs,
     });
 
-    const target = describeTarget(config);
+    const target = this.#target;
     let connected = false;
+    let failing = false;
     this.#client.on('ready', () => {
       this.#logger.info({ store: 'redis', target }, connected ? 'redis reconnected' : 'redis connected');
       connected = true;
+      failing = false;
       this.#breaker.probeNow();
       void this.#heartbeat.beat();
     });
-    // Connection errors repeat on every reconnect attempt: the breaker logs the outage once.
+    // Connection errors repeat on every reconnect attempt: warn once until connected again.
     this.#client.on('error', (error: Error) => {
       this.#lastError = error.message;
-      this.#logger.debug({ store: 'redis', target, err: error.message }, 'redis connection error');
+      if (failing) {
+        this.#logger.debug({ store: 'redis', target, err: error.message }, 'redis connection error');
+        return;
+      }
+      failing = true;
+      this.#logger.warn({ store: 'redis', target, err: error.message }, 'redis connection failed: reconnecting in the background');
     });
     this.#heartbeat.start();
   }
@@ -158,12 +170,13 @@ class RedisRateLimitStore implements RedisStore {
   decide(checks: readonly LimitCheck[], now: number): StoreDecision | Promise<StoreDecision> {
     const n = checks.length;
     if (n === 0) return EMPTY_DECISION;
+    if (this.#closed) return Promise.reject(new StoreUnavailableError('redis store closed'));
     if (this.#blocks !== undefined && this.#blocks.size !== 0) {
       const cached = this.#blocks.decide(checks, now);
       if (cached !== undefined) return cached;
     }
     const probe = this.#breaker.open;
-    if (!this.#breaker.allow()) return this.#settleUnavailable(checks, now, 'circuit open');
+    if (!this.#breaker.allow()) return this.#skipped(checks, now);
     if (this.#client.status !== 'ready') {
       // Offline queue is off: sending now would only fail; fail without the round trip.
       return this.#settleFailure(checks, now, probe, new Error(`redis not ready (${this.#client.status})`));
@@ -303,17 +316,21 @@ class RedisRateLimitStore implements RedisStore {
     }
   }
 
+  /** A failure detected before sending: answered synchronously (`local`) or as a rejection. */
   #settleFailure(checks: readonly LimitCheck[], now: number, probe: boolean, error: unknown): StoreDecision | Promise<StoreDecision> {
     this.#recordFailure(probe, error);
-    return this.#settleUnavailable(checks, now, this.#lastError);
+    try {
+      return this.#unavailable(checks, now, this.#lastError);
+    } catch (unavailable) {
+      return Promise.reject(unavailable);
+    }
   }
 
-  #settleUnavailable(checks: readonly LimitCheck[], now: number, reason: string): StoreDecision | Promise<StoreDecision> {
-    try {
-      return this.#unavailable(checks, now, reason);
-    } catch (error) {
-      return Promise.reject(error);
-    }
+  /** The breaker is open: answer without Redis, as cheaply as possible (one shared error). */
+  #skipped(checks: readonly LimitCheck[], now: number): StoreDecision | Promise<StoreDecision> {
+    if (this.#config.onError === 'local') return this.#unavailable(checks, now, '');
+    this.#openError ??= new StoreUnavailableError(`redis store unavailable: circuit open after: ${this.#lastError}`);
+    return Promise.reject(this.#openError);
   }
 
   #recordFailure(probe: boolean, error: unknown): void {
@@ -348,8 +365,9 @@ class RedisRateLimitStore implements RedisStore {
   }
 
   #onBreakerChange(open: boolean): void {
+    this.#openError = undefined;
     this.#metrics?.storeDegraded.set(open ? 1 : 0);
-    const context = { store: 'redis', target: describeTarget(this.#config), onError: this.#config.onError };
+    const context = { store: 'redis', target: this.#target, onError: this.#config.onError };
     if (open) {
       this.#logger.warn({ ...context, err: this.#lastError }, 'redis store degraded: decisions follow onError until Redis answers');
     } else {
