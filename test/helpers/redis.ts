@@ -173,7 +173,6 @@ export async function spawnRedis(options: SpawnOptions = {}): Promise<SpawnedRed
   let child: ChildProcess | undefined;
   const start = async (): Promise<void> => {
     child = spawn('redis-server', args, { stdio: 'ignore' });
-    child.unref();
     const started = child;
     await waitFor(`redis-server on port ${port}`, async () => {
       if (started.exitCode !== null) throw new Error(`redis-server on port ${port} exited with ${started.exitCode}`);
@@ -318,7 +317,6 @@ export async function startSentinel(): Promise<SpawnedSentinel> {
   const config = join(dir, 'sentinel.conf');
   writeFileSync(config, [`port ${port}`, 'bind 127.0.0.1', `dir ${dir}`, `sentinel monitor ${name} 127.0.0.1 ${master.port} 1`, ''].join('\n'));
   const child = spawn('redis-server', [config, '--sentinel'], { stdio: 'ignore' });
-  child.unref();
   const stop = async (): Promise<void> => {
     if (child.exitCode === null && child.signalCode === null) {
       process.kill(child.pid as number, 'SIGKILL');

@@ -285,3 +285,19 @@ describe('redis store: Redis unreachable at start', () => {
     assert.equal(shared.filter((d) => d.allowed).length, 10);
   });
 });
+
+describe('redis store: close', () => {
+  it('close() returns promptly with Redis hung, and later decisions reject', async (t) => {
+    const server = await spawned(t);
+    if (server === undefined) return;
+    const { store } = open(t, redisConfig(server, testPrefix('close'), 'deny'));
+    await waitUntilShared((c, n) => store.decide(c, n));
+    server.pause();
+    t.after(() => server.resume());
+    const started = performance.now();
+    await store.close();
+    assert.ok(performance.now() - started < 1_500, `close took ${(performance.now() - started).toFixed(0)} ms`);
+    const limit = limitFixture({ routeId: 'closed', limit: 1, windowMs: DAY_MS, algorithm: 'fixed-window' });
+    await assert.rejects(async () => store.decide([check(limit, 'c')], Date.now()), StoreUnavailableError);
+  });
+});

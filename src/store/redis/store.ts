@@ -222,11 +222,10 @@ class RedisRateLimitStore implements RedisStore {
     if (this.#closed) return;
     this.#closed = true;
     await this.#heartbeat.stop();
-    try {
-      await Promise.race([this.#client.quit(), new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);
-    } catch {
-      // Unreachable or already closed: disconnect below stops the reconnect loop either way.
-    }
+    // A hung Redis may never answer QUIT: wait at most 1 s; disconnect stops the reconnect
+    // loop either way (and settles a pending QUIT, hence the catch).
+    const quit = this.#client.quit().catch(() => undefined);
+    await Promise.race([quit, new Promise((resolve) => setTimeout(resolve, 1_000).unref())]);
     this.#client.disconnect();
     this.#blocks?.clear();
     await this.#fallback?.close();
