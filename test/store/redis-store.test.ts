@@ -116,6 +116,32 @@ describe('redis store: shared counts', () => {
   });
 });
 
+describe('redis store: many limits', () => {
+  it('a route with 20 limits (beyond the predefined commands) decides in one round trip', async (t) => {
+    const target = await requireSharedRedis(t);
+    if (target === undefined) return;
+    const store = await openStore(config(target, testPrefix('many')));
+    const limits = Array.from({ length: 20 }, (_, i) =>
+      limitFixture({ routeId: 'many', by: `header:x-${i}`, limit: 2 + i, windowMs: DAY_MS, algorithm: ALGORITHM_NAMES[i % 4], index: i }),
+    );
+    const trips = store.roundTrips;
+    const first = await store.decide(limits.map((l) => check(l, 'k')), Date.now());
+    assert.equal(store.roundTrips, trips + 1);
+    assert.equal(first.allowed, true);
+    assert.deepEqual(
+      first.outcomes.map((o) => o.remaining),
+      limits.map((l) => l.limit - 1),
+    );
+    await store.decide(limits.map((l) => check(l, 'k')), Date.now());
+    const third = await store.decide(limits.map((l) => check(l, 'k')), Date.now());
+    assert.equal(third.allowed, false, 'the limit of 2 refuses the third');
+    assert.deepEqual(
+      third.outcomes.map((o) => o.allowed),
+      limits.map((l) => l.limit > 2),
+    );
+  });
+});
+
 describe('redis store: keys', () => {
   it('every key written (states of all algorithms, blocks, replicas set) has a TTL', async (t) => {
     const target = await requireSharedRedis(t);
