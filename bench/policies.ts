@@ -1,0 +1,111 @@
+/**
+ * Policy files for the benchmark, written to a temp dir. The throughput policy is the
+ * shipped example (`policies.yaml`: JWT or trusted header identity, per-user and per-IP
+ * limits, four routes) with limits raised so nothing is refused: the bench measures
+ * the cost of deciding, not of refusing.
+ */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+/** Far above what one run can send, so the limiter always allows (runs check 0 errors). */
+const HIGH = 1_000_000_000;
+
+/** The route the throughput and latency runs hit, with the header that identifies the user. */
+export const BENCH_REQUEST = {
+  path: '/api/livekit/token',
+  method: 'POST' as const,
+  headers: { 'x-user-id': 'bench-user' },
+};
+
+export const JWT_SECRET = 'tollgate-bench-secret-0123456789-abcdefghijklmnop';
+
+export interface RedisBenchStore {
+  url: string;
+  prefix: string;
+}
+
+function storeSection(redis: RedisBenchStore | undefined): string {
+  if (redis === undefined) return 'store:\n  type: memory\n';
+  return `store:
+  type: redis
+  redis:
+    url: ${redis.url}
+    prefix: "${redis.prefix}"
+    timeout: 50ms
+    onError: local
+    clock: redis
+`;
+}
+
+/** The example policy with high limits; memory store, or Redis when given. */
+export function examplePolicy(redis?: RedisBenchStore): string {
+  return `upstreamTimeout: 30s
+clientIp:
+  trustedProxies: [127.0.0.1/32, ::1/128]
+  ipv6Prefix: 64
+identity:
+  jwt:
+    secret: ${JWT_SECRET}
+    algorithms: [HS256]
+    userClaim: sub
+    tierClaim: plan
+  header: x-user-id
+allow:
+  ips: []
+  users: []
+defaults:
+  algorithm: sliding-window
+  mode: enforce
+routes:
+  - id: livekit-token
+    match: { path: /api/livekit/token, methods: [POST] }
+    message: Too many token requests; try again later.
+    limits:
+      - { by: user, limit: ${HIGH}, window: 1m, block: 5m, tiers: { pro: ${HIGH} } }
+      - { by: ip, limit: ${HIGH}, window: 1m, block: 5m }
+      - { by: ip, limit: ${HIGH}, window: 1m, for: anonymous }
+  - id: session-start
+    match: { path: /api/session/start, methods: [POST] }
+    limits:
+      - { by: user, limit: ${HIGH}, window: 1h }
+      - { by: ip, limit: ${HIGH}, window: 1h }
+  - id: transcription
+    match: { path: /api/transcription/* }
+    algorithm: token-bucket
+    limits:
+      - { by: user, limit: ${HIGH}, window: 1m }
+      - { by: ip, limit: ${HIGH}, window: 1m }
+  - id: ws-live
+    match: { path: /ws/live, websocket: true }
+    limits:
+      - { by: ip, limit: 20, window: 1m }
+${storeSection(redis)}`;
+}
+
+/** The route the memory run hits: one per-IP limit, clients told apart by X-Forwarded-For from 127.0.0.1. */
+export const PER_IP_PATH = '/api/session/start';
+
+export function perIpPolicy(): string {
+  return `clientIp:
+  trustedProxies: [127.0.0.1/32]
+routes:
+  - id: session-start
+    match: { path: /api/session/start }
+    limits:
+      - { by: ip, limit: ${HIGH}, window: 1m }
+store:
+  type: memory
+  memory:
+    maxKeys: 1000000
+    maxBlocks: 100000
+`;
+}
+
+/** Writes `text` as policies.yaml in a fresh temp dir and returns its path. */
+export function writePolicyFile(name: string, text: string): string {
+  const dir = mkdtempSync(path.join(tmpdir(), `tollgate-bench-${name}-`));
+  const file = path.join(dir, 'policies.yaml');
+  writeFileSync(file, text);
+  return file;
+}
