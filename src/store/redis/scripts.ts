@@ -21,8 +21,9 @@ export const DECIDE_LUA = `-- tollgate decide
 -- ARGV[2]     ms added to every TTL (slack for clock: local; 0 with TIME)
 -- ARGV[3]     request id, unique across replicas (sliding-log members)
 -- ARGV[4i..4i+3] check i: algorithm code (fw|sw|sl|tb), max, window ms, block ms
--- Returns {now, then per check: allowed 0/1, remaining, resetAt, retryAfterMs,
---          count, blockedUntil (0 = none), blockStarted 0/1} (all integers).
+-- Returns one string of space-separated numbers (cheaper for the client to decode
+-- than an array): now, then per check: allowed 0/1, remaining, resetAt,
+-- retryAfterMs, count, blockedUntil (0 = none), blockStarted 0/1.
 local floor, ceil, fmod, min, max = math.floor, math.ceil, math.fmod, math.min, math.max
 local format, match, tonumber = string.format, string.match, tonumber
 local call = redis.call
@@ -171,7 +172,7 @@ for i = 1, n do
 end
 
 -- 2. count all, or count nothing and start the blocks of the refused limits
-local out = {now}
+local out = {fmt(now)}
 for i = 1, n do
   local a = 4 * i
   local code, mx, w, blockMs = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
@@ -188,11 +189,9 @@ for i = 1, n do
     call('SET', KEYS[2 * i], fmt(blocked[i]), 'PX', ceil(blockMs + slack))
     started = 1
   end
-  local o = #out
-  out[o + 1], out[o + 2], out[o + 3], out[o + 4], out[o + 5] = v[1], v[2], v[3], v[4], v[5]
-  out[o + 6], out[o + 7] = blocked[i], started
+  out[i + 1] = format('%d %d %.17g %.17g %d %.17g %d', v[1], v[2], v[3], v[4], v[5], blocked[i], started)
 end
-return out
+return table.concat(out, ' ')
 `;
 
 /**
@@ -215,6 +214,6 @@ return redis.call('ZCARD', KEYS[1])
 
 /** sha1 of each script (what EVALSHA sends); pinned so a stale edit is caught offline. */
 export const SCRIPT_SHA1 = Object.freeze({
-  decide: 'a98728485070531ac681f0cce8b4630ee0a70084',
+  decide: '2baf5aca2c3786998a61366bc1069704d9dd6a45',
   heartbeat: '56f1982dd4dd0c0603bab9afbcd52b25bd1db1e4',
 });

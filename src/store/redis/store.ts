@@ -55,7 +55,7 @@ const PREDEFINED_CHECKS = 16;
  * kept past its window reads as no history, so the slack costs only memory.
  */
 const LOCAL_CLOCK_TTL_SLACK_MS = 2_000; // 2s
-/** Numbers per check in a script reply. */
+/** Numbers per check in the script's reply. */
 const REPLY_STRIDE = 7;
 const EMPTY_DECISION: StoreDecision = Object.freeze({ allowed: true, outcomes: Object.freeze([]) as readonly LimitOutcome[] });
 
@@ -275,23 +275,23 @@ class RedisRateLimitStore implements RedisStore {
    */
   #fromReply(checks: readonly LimitCheck[], now: number, value: unknown): StoreDecision {
     const n = checks.length;
-    if (!Array.isArray(value) || value.length !== 1 + REPLY_STRIDE * n) {
+    const reply = typeof value === 'string' ? value.split(' ') : undefined;
+    if (reply === undefined || reply.length !== 1 + REPLY_STRIDE * n) {
       throw new Error('unexpected reply from the decide script');
     }
-    const reply = value as number[];
-    const offset = this.#serverClock ? now - reply[0] : 0;
+    const offset = this.#serverClock ? now - +reply[0] : 0;
     const verdict = this.#verdict;
     const outcomes: LimitOutcome[] = new Array(n);
     let allowed = true;
     for (let i = 0, b = 1; i < n; i++, b += REPLY_STRIDE) {
-      verdict.allowed = reply[b] === 1;
-      verdict.remaining = reply[b + 1];
-      verdict.resetAt = reply[b + 2] + offset;
-      verdict.retryAfterMs = reply[b + 3];
-      verdict.count = reply[b + 4];
-      let blockedUntil = reply[b + 5];
+      verdict.allowed = reply[b] === '1';
+      verdict.remaining = +reply[b + 1];
+      verdict.resetAt = +reply[b + 2] + offset;
+      verdict.retryAfterMs = +reply[b + 3];
+      verdict.count = +reply[b + 4];
+      let blockedUntil = +reply[b + 5];
       if (blockedUntil !== 0) blockedUntil += offset;
-      const result = outcome(checks[i].max, verdict, blockedUntil, reply[b + 6] === 1, now);
+      const result = outcome(checks[i].max, verdict, blockedUntil, reply[b + 6] === '1', now);
       if (blockedUntil !== 0) this.#blocks?.add(checks[i].key, result, now);
       if (!result.allowed) allowed = false;
       outcomes[i] = result;
