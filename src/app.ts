@@ -56,11 +56,19 @@ function sameStore(a: StoreConfig, b: StoreConfig): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
 }
 
+/** How long start-up waits for Redis before listening anyway. */
+const REDIS_START_WAIT_MS = 2_000; // 2s
+
 /** The store named by the policy; Redis is loaded only when asked for. */
 async function createStore(config: StoreConfig, clock: () => number, logger: Logger, metrics: Metrics): Promise<RateLimitStore> {
   if (config.type === 'redis' && config.redis !== undefined) {
     const { createRedisStore } = await import('./store/redis/index.js');
-    return createRedisStore({ config: config.redis, clock, logger, metrics, memoryFallback: config.memory });
+    const store = createRedisStore({ config: config.redis, clock, logger, metrics, memoryFallback: config.memory });
+    // Bounded: Tollgate must start (and serve per onError) with Redis unreachable.
+    if (!(await store.ready(REDIS_START_WAIT_MS))) {
+      logger.warn({ event: 'store_unavailable_at_start', store: 'redis' }, 'redis not reachable at start: serving per onError until it is');
+    }
+    return store;
   }
   let lastLog = 0;
   return new MemoryStore({

@@ -50,6 +50,8 @@ export interface StoreDecision {
 export interface RateLimitStore {
   readonly kind: 'memory' | 'redis';
   decide(checks: readonly LimitCheck[], now: number): StoreDecision | Promise<StoreDecision>;
+  /** Resolves true once the store can decide, false after `timeoutMs` (remote stores). */
+  ready?(timeoutMs: number): Promise<boolean>;
   /** Releases connections and timers. */
   close(): Promise<void>;
 }

@@ -44,6 +44,7 @@ export interface RedisStore extends RateLimitStore {
   readonly roundTrips: number;
   /** Live replicas at the last heartbeat, else `expectedReplicas`. */
   readonly liveReplicas: number;
+  ready(timeoutMs: number): Promise<boolean>;
 }
 
 const STORE_LABEL = Object.freeze({ store: 'redis' });
@@ -157,6 +158,31 @@ class RedisRateLimitStore implements RedisStore {
 
   get degraded(): boolean {
     return this.#breaker.open;
+  }
+
+  /**
+   * Resolves true once connected (and the first heartbeat counted this replica), false
+   * after `timeoutMs`. Start-up waits on it briefly so the first requests after
+   * "listening" are not decided by the fallback; an unreachable Redis only delays start.
+   */
+  ready(timeoutMs: number): Promise<boolean> {
+    if (this.#client.status === 'ready') return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const onReady = (): void => {
+        clearTimeout(timer);
+        // The 'ready' listener above starts a heartbeat; give it its round trip.
+        void this.#heartbeat.beat().then(
+          () => resolve(true),
+          () => resolve(true),
+        );
+      };
+      const timer = setTimeout(() => {
+        this.#client.off('ready', onReady);
+        resolve(false);
+      }, timeoutMs);
+      timer.unref();
+      this.#client.once('ready', onReady);
+    });
   }
 
   get roundTrips(): number {
