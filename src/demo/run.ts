@@ -1,3 +1,4 @@
+import { SignJWT } from 'jose';
 import { Tollgate } from '../app.js';
 import { parseCommand } from '../config/settings.js';
 import { listenDemoUpstream } from './upstream.js';
@@ -14,13 +15,25 @@ async function main(): Promise<void> {
   if (command.command !== 'serve') throw new Error('unexpected command');
   const tollgate = await Tollgate.start({ settings: command.settings });
   const base = `http://127.0.0.1:${tollgate.proxyAddress.port}`;
+  // A token signed with the policy's secret, so the per-user limits can be tried at once.
+  const secret = tollgate.policy.config.identity?.jwt?.secret;
+  const token =
+    secret === undefined
+      ? undefined
+      : await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('alice').setIssuedAt().setExpirationTime('1h').sign(new TextEncoder().encode(secret));
   const admin = `http://127.0.0.1:${tollgate.adminAddress.port}`;
   process.stdout.write(`
 Tollgate demo: upstream http://127.0.0.1:${upstream.port}, proxy ${base}, admin ${admin}
 
 Try:
-  # mint voice tokens as an anonymous client (per-IP limit, then a block):
-  for i in $(seq 1 25); do curl -s -o /dev/null -w '%{http_code} ' -X POST ${base}/api/livekit/token; done; echo
+  # mint voice tokens as an anonymous client (5 per minute per IP for anonymous callers):
+  for i in $(seq 1 8); do curl -s -o /dev/null -w '%{http_code} ' -X POST ${base}/api/livekit/token; done; echo${
+    token === undefined
+      ? ''
+      : `
+  # as user alice (a JWT signed with the demo secret, valid 1h): 10 per minute, then blocked 5 minutes
+  for i in $(seq 1 12); do curl -s -o /dev/null -w '%{http_code} ' -X POST -H 'authorization: Bearer ${token}' ${base}/api/livekit/token; done; echo`
+  }
   # see the 429 with Retry-After and RateLimit headers:
   curl -si -X POST ${base}/api/livekit/token
   # start sessions as a user (trusted auth-layer header from 127.0.0.1):
