@@ -20,6 +20,8 @@ export interface ThroughputRow {
 }
 
 interface LatencyFigures {
+  id: string;
+  label: string;
   rps: number;
   p50Ms: number;
   p99Ms: number;
@@ -33,7 +35,17 @@ export interface Results {
   plan: Record<string, unknown>;
   throughput: ThroughputRow[];
   ratios: { tollgateVsPassthrough?: Summary; redisVsMemory?: Summary; undiciVsHttpProxy?: Summary };
-  latency: { rate: number; connections: number; durationS: number; rounds: number; direct: LatencyFigures; tollgate: LatencyFigures; addedP99Ms: number };
+  latency: {
+    rate: number;
+    connections: number;
+    durationS: number;
+    rounds: number;
+    rows: LatencyFigures[];
+    /** Tollgate (memory store) p99 minus direct p99. */
+    addedP99Ms: number;
+    /** The bare undici passthrough's p99 minus direct p99: what any proxy hop costs here. */
+    passthroughAddedP99Ms: number;
+  };
   memory: {
     clients: number;
     phases: { clients: number; rss: number; heapUsed: number; heapTotal: number; failed: number; ms: number }[];
@@ -89,10 +101,12 @@ export function printReport(r: Results): void {
   if (uh) out.push(`undici / http-proxy passthrough ${spread(uh, f2)}`);
   out.push('');
   const l = r.latency;
-  out.push(`Latency at ~${l.rate} req/s (${l.connections} connections, ${l.durationS} s x ${l.rounds}, median of rounds)`);
-  out.push(`  direct    ${k(l.direct.rps)} req/s  p50 ${l.direct.p50Ms.toFixed(2)} ms  p99 ${l.direct.p99Ms.toFixed(2)} ms`);
-  out.push(`  Tollgate  ${k(l.tollgate.rps)} req/s  p50 ${l.tollgate.p50Ms.toFixed(2)} ms  p99 ${l.tollgate.p99Ms.toFixed(2)} ms  errors ${l.tollgate.errors}`);
-  out.push(`  added p99 ${l.addedP99Ms.toFixed(2)} ms                       target <= 1 ms  ${verdict(l.addedP99Ms <= 1)}`);
+  out.push(`Latency at ~${l.rate} req/s (${l.connections} connections, random pacing, ${l.durationS} s x ${l.rounds}, median of rounds)`);
+  for (const row of l.rows) {
+    out.push(`  ${row.label.padEnd(34)}${`${Math.round(row.rps)} req/s`.padEnd(12)}p50 ${row.p50Ms.toFixed(2)} ms  p99 ${row.p99Ms.toFixed(2)} ms  errors ${row.errors}`);
+  }
+  out.push(`  Tollgate added p99 over direct    ${`${l.addedP99Ms.toFixed(2)} ms`.padEnd(24)}target <= 1 ms  ${verdict(l.addedP99Ms <= 1)}`);
+  out.push(`  (bare passthrough added p99       ${l.passthroughAddedP99Ms.toFixed(2)} ms: the cost of any proxy hop here)`);
   out.push('');
   const mem = r.memory;
   out.push(`Memory per tracked client (Tollgate process, memory store, N = ${k(mem.clients)} then 2N client IPs via X-Forwarded-For, after forced GC)`);

@@ -4,6 +4,8 @@
  * docs/performance.md). Prints a table and writes bench/results.json.
  *
  *   node --import tsx bench/run.ts [--quick]      (--quick: ~30 s smoke run)
+ *   TOLLGATE_BENCH_CLI=/other/checkout/dist/cli.js node --import tsx bench/run.ts
+ *                                                 (measures another build, e.g. a candidate fix)
  *
  * Layout: the load generator, the upstream and the bench's Redis on CPU 0; the server
  * under test alone on CPU 1. Every figure that is compared is measured in the same run,
@@ -37,7 +39,7 @@ interface Plan {
   storeClients: number;
 }
 
-const FULL: Plan = { rounds: 3, durationS: 5, warmupS: 2, latencyS: 3, memoryClients: 200_000, memoryPhaseS: 20, storeClients: 200_000 };
+const FULL: Plan = { rounds: 3, durationS: 4, warmupS: 2, latencyS: 3, memoryClients: 200_000, memoryPhaseS: 20, storeClients: 200_000 };
 const QUICK: Plan = { rounds: 1, durationS: 2, warmupS: 1, latencyS: 2, memoryClients: 20_000, memoryPhaseS: 3, storeClients: 50_000 };
 const CONNECTIONS = 50;
 const LATENCY_CONNECTIONS = 16;
@@ -45,7 +47,7 @@ const LATENCY_RATE = 1000; // req/s
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const here = (file: string): string => fileURLToPath(new URL(file, import.meta.url));
-const cli = `${root}dist/cli.js`;
+const cli = process.env.TOLLGATE_BENCH_CLI ?? `${root}dist/cli.js`;
 const node = process.execPath;
 const tsx = ['--import', 'tsx'];
 
@@ -145,21 +147,33 @@ async function throughput(targets: Target[], plan: Plan): Promise<Map<string, Sa
   return samples;
 }
 
-async function latency(direct: Target, tollgate: Target, plan: Plan): Promise<Results['latency']> {
-  const runs = new Map<string, LoadResult[]>([
-    [direct.id, []],
-    [tollgate.id, []],
-  ]);
+/** Paced runs (~LATENCY_RATE req/s) over direct, the bare passthrough and Tollgate, rotating. */
+async function latency(targets: Target[], plan: Plan): Promise<Results['latency']> {
+  const runs = new Map<string, LoadResult[]>(targets.map((t) => [t.id, []]));
   for (let round = 0; round < plan.rounds; round++) {
-    for (const target of rotate([direct, tollgate], round)) runs.get(target.id)!.push(await load(target, plan.latencyS, true));
+    for (const target of rotate(targets, round)) runs.get(target.id)!.push(await load(target, plan.latencyS, true));
   }
-  const of = (id: string) => {
-    const r = runs.get(id)!;
-    return { rps: median(r.map((x) => x.rps)), p50Ms: median(r.map((x) => x.p50Ms)), p99Ms: median(r.map((x) => x.p99Ms)), errors: r.reduce((s, x) => s + x.errors, 0) };
+  const rows = targets.map((t) => {
+    const r = runs.get(t.id)!;
+    return {
+      id: t.id,
+      label: t.label,
+      rps: median(r.map((x) => x.rps)),
+      p50Ms: median(r.map((x) => x.p50Ms)),
+      p99Ms: median(r.map((x) => x.p99Ms)),
+      errors: r.reduce((s, x) => s + x.errors, 0),
+    };
+  });
+  const p99 = (id: string): number => rows.find((r) => r.id === id)!.p99Ms;
+  return {
+    rate: LATENCY_RATE,
+    connections: LATENCY_CONNECTIONS,
+    durationS: plan.latencyS,
+    rounds: plan.rounds,
+    rows,
+    addedP99Ms: p99('tollgate-memory') - p99('direct'),
+    passthroughAddedP99Ms: p99('undici') - p99('direct'),
   };
-  const d = of(direct.id);
-  const t = of(tollgate.id);
-  return { rate: LATENCY_RATE, connections: LATENCY_CONNECTIONS, durationS: plan.latencyS, rounds: plan.rounds, direct: d, tollgate: t, addedP99Ms: t.p99Ms - d.p99Ms };
 }
 
 interface MemoryReading {
@@ -291,7 +305,10 @@ async function main(): Promise<void> {
   console.error(`throughput: ${plan.rounds} round(s) of ${plan.durationS} s per configuration, ${CONNECTIONS} connections`);
   const samples = await throughput(targets, plan);
   console.error(`latency: ~${LATENCY_RATE} req/s`);
-  const lat = await latency(targets[0], targets[3], plan);
+  const lat = await latency(
+    targets.filter((t) => t.id === 'direct' || t.id === 'undici' || t.id === 'tollgate-memory'),
+    plan,
+  );
   await stopAll();
   // The memory run needs only an upstream; the proxies above are stopped to free CPU 1.
   const memUpstream = await start('upstream (memory run)', LOAD_CPU, [...tsx, here('./upstream.ts')]);
@@ -317,7 +334,7 @@ async function main(): Promise<void> {
       loadTool,
       pinned: canPin,
     },
-    plan: { ...plan, connections: CONNECTIONS, request: `${BENCH_REQUEST.method} ${BENCH_REQUEST.path}` },
+    plan: { ...plan, connections: CONNECTIONS, request: `${BENCH_REQUEST.method} ${BENCH_REQUEST.path}`, tollgate: cli },
     throughput: rows,
     ratios: {
       tollgateVsPassthrough: pairedRatio(samples, 'tollgate-memory', 'undici'),
@@ -339,7 +356,7 @@ const deadline = setTimeout(() => {
   void stopAll().finally(() => process.exit(1));
 }, HARD_LIMIT_MS);
 deadline.unref();
-process.once('SIGINT', () => void stopAll().finally(() => process.exit(130)));
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => void stopAll().finally(() => process.exit(130)));
 
 main().then(
   () => clearTimeout(deadline),
