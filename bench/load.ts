@@ -7,7 +7,8 @@ import { hasCommand, pinned, run } from './processes.js';
 
 export type LoadTool = 'wrk' | 'autocannon';
 
-export const loadTool: LoadTool = hasCommand('wrk') ? 'wrk' : 'autocannon';
+/** wrk when installed; `TOLLGATE_BENCH_LOAD=autocannon` forces the fallback (to check it). */
+export const loadTool: LoadTool = process.env.TOLLGATE_BENCH_LOAD !== 'autocannon' && hasCommand('wrk') ? 'wrk' : 'autocannon';
 
 const WRK_SCRIPT = fileURLToPath(new URL('./wrk-report.lua', import.meta.url));
 const AUTOCANNON = fileURLToPath(new URL('../node_modules/autocannon/autocannon.js', import.meta.url));

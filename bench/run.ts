@@ -276,7 +276,7 @@ async function main(): Promise<void> {
   if (!existsSync(cli)) throw new Error(`${cli} is missing: run \`npm run build\` first (npm run bench does)`);
   const notes: string[] = [];
   if (!canPin) notes.push('taskset unavailable: processes are not pinned, numbers are noisier');
-  if (loadTool === 'autocannon') notes.push('wrk not found: load generated with autocannon (heavier on the load CPU; ratios to direct are lower)');
+  if (loadTool === 'autocannon') notes.push('load generated with autocannon, not wrk (apt-get install -y wrk): heavier on the load CPU, so ratios to direct are lower; latency in whole ms with bursty pacing');
 
   console.error(`bench: ${plan === QUICK ? 'quick' : 'full'} run, load by ${loadTool}`);
   const upstream = await start('upstream', LOAD_CPU, [...tsx, here('./upstream.ts')]);
