@@ -1,5 +1,4 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Writable } from 'node:stream';
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import { Pool, errors as undiciErrors } from 'undici';
 import type { Dispatcher } from 'undici';
 
@@ -90,40 +89,114 @@ export function hasBody(req: IncomingMessage): boolean {
   return req.headers['transfer-encoding'] !== undefined;
 }
 
-function streamFactory(data: Dispatcher.StreamFactoryData<ForwardContext>): Writable {
-  const ctx = data.opaque;
-  ctx.headersAt = performance.now();
-  ctx.status = data.statusCode;
-  const res = ctx.res;
-  if (ctx.draining()) res.shouldKeepAlive = false;
-  if (ctx.responseHeaders !== null) {
-    for (const name in ctx.responseHeaders) res.setHeader(name, ctx.responseHeaders[name]);
-  }
-  res.writeHead(data.statusCode, responseHeaders(data.headers));
-  return res;
+const kHandler = Symbol('tollgate.forwardHandler');
+type TrackedResponse = ServerResponse & { [kHandler]?: ForwardHandler | null };
+
+/** Shared `close` listener of every forwarded response: no closure per request. */
+function onClientClose(this: TrackedResponse): void {
+  const handler = this[kHandler];
+  this[kHandler] = null;
+  if (handler && !handler.finished && !this.writableFinished) handler.abort();
 }
 
-function streamDone(this: ForwardContext, error: Error | null): void {
-  const ctx = this;
-  if (error === null) {
+/** Shared `drain` listener: resumes the upstream once the client caught up. */
+function onClientDrain(this: TrackedResponse): void {
+  this[kHandler]?.controller?.resume();
+}
+
+function classify(error: Error): ForwardFailure {
+  if (error instanceof undiciErrors.HeadersTimeoutError) return 'timeout';
+  // Our abort (the client went away) surfaces as RequestAbortedError or an AbortError.
+  if (error instanceof undiciErrors.RequestAbortedError || error.name === 'AbortError') return 'client_closed';
+  return 'unavailable';
+}
+
+/**
+ * Streams one upstream response into the client's response (undici dispatch API).
+ * A class rather than per-request closures or an AbortSignal: those kept recent
+ * requests reachable across young-generation GCs, which cost ~40% of the CPU per
+ * request and most of the p99 (docs/performance.md). References are cleared on completion.
+ */
+class ForwardHandler implements Dispatcher.DispatchHandler {
+  controller: Dispatcher.DispatchController | null = null;
+  finished = false;
+  ctx: ForwardContext | null;
+
+  constructor(ctx: ForwardContext) {
+    this.ctx = ctx;
+  }
+
+  abort(): void {
+    this.controller?.abort(new undiciErrors.RequestAbortedError());
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    if (this.ctx?.res.destroyed) this.abort();
+  }
+
+  onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
+    const ctx = this.ctx;
+    if (ctx === null || statusCode < 200) return; // 1xx informational: the final answer follows
+    ctx.headersAt = performance.now();
+    ctx.status = statusCode;
+    const res = ctx.res;
+    if (ctx.draining()) res.shouldKeepAlive = false;
+    if (ctx.responseHeaders !== null) {
+      for (const name in ctx.responseHeaders) res.setHeader(name, ctx.responseHeaders[name]);
+    }
+    res.writeHead(statusCode, responseHeaders(headers));
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    const res = this.ctx?.res;
+    if (res !== undefined && !res.write(chunk)) {
+      controller.pause();
+      res.once('drain', onClientDrain);
+    }
+  }
+
+  onResponseEnd(): void {
+    const ctx = this.#release();
+    if (ctx === null) return;
+    ctx.res.end();
     ctx.done(ctx, ctx.status, null, ctx.headersAt);
-    return;
   }
-  if (ctx.res.headersSent) {
-    // Mid-body failure: the status line is gone; cut the connection so the client sees it.
-    ctx.res.destroy();
-    ctx.done(ctx, ctx.status, ctx.res.writableFinished ? null : 'client_closed', ctx.headersAt);
-    return;
+
+  onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
+    const ctx = this.#release();
+    if (ctx === null) return;
+    if (ctx.res.headersSent) {
+      // Mid-body failure: the status line is gone; cut the connection so the client sees it.
+      ctx.res.destroy();
+      ctx.done(ctx, ctx.status, ctx.res.writableFinished ? null : 'client_closed', ctx.headersAt);
+      return;
+    }
+    ctx.done(ctx, 0, classify(error), ctx.headersAt);
   }
-  // Our abort (the client went away) surfaces as a DOMException AbortError, not RequestAbortedError.
-  const aborted = error instanceof undiciErrors.RequestAbortedError || error.name === 'AbortError';
-  const failure: ForwardFailure = error instanceof undiciErrors.HeadersTimeoutError ? 'timeout' : aborted ? 'client_closed' : 'unavailable';
-  ctx.done(ctx, 0, failure, ctx.headersAt);
+
+  #release(): ForwardContext | null {
+    const ctx = this.ctx;
+    this.finished = true;
+    this.ctx = null;
+    this.controller = null;
+    if (ctx !== null) (ctx.res as TrackedResponse)[kHandler] = null;
+    return ctx;
+  }
+}
+
+function originForm(target: string): string {
+  try {
+    const url = new URL(target);
+    return url.pathname + url.search;
+  } catch {
+    return '/';
+  }
 }
 
 /**
  * Forwards plain HTTP to one upstream origin over a keep-alive undici Pool
- * (`Pool.stream` measured ~1.8x http-proxy's throughput here; see README "Performance").
+ * (measured ~1.7x http-proxy's throughput here; see docs/performance.md).
  */
 export class HttpForwarder {
   readonly origin: string;
@@ -141,25 +214,22 @@ export class HttpForwarder {
   }
 
   forward(req: IncomingMessage, ctx: ForwardContext, options: ForwardOptions): void {
-    const body = hasBody(req) ? req : null;
-    const abort = new AbortController();
-    const onClose = (): void => {
-      if (!ctx.res.writableFinished) abort.abort();
-    };
-    ctx.res.once('close', onClose);
-    this.#pool.stream(
+    const handler = new ForwardHandler(ctx);
+    const res = ctx.res as TrackedResponse;
+    res[kHandler] = handler;
+    res.once('close', onClientClose);
+    const url = req.url ?? '/';
+    this.#pool.dispatch(
       {
-        path: req.url ?? '/',
+        // Absolute-form targets (`GET http://host/path`) are sent in origin-form.
+        path: url.charCodeAt(0) === 47 /* / */ ? url : originForm(url),
         method: req.method as Dispatcher.HttpMethod,
         headers: requestHeaders(req, options, ctx.requestId),
-        body,
+        body: hasBody(req) ? req : null,
         headersTimeout: options.timeoutMs,
         bodyTimeout: 0,
-        opaque: ctx,
-        signal: abort.signal,
       },
-      streamFactory,
-      streamDone.bind(ctx),
+      handler,
     );
   }
 
