@@ -109,6 +109,8 @@ function compileLimit(routeId: string, limit: LimitConfig, index: number, routeA
   const { kind, headerName } = limitKind(routeId, limit.by);
   const by = headerName === undefined ? limit.by : `${HEADER_PREFIX}${headerName}`;
   const distinct = shared && limit.for !== 'any' ? `~${limit.for}` : '';
+  const policyName = `${routeId}.${by}${shared && limit.for !== 'any' ? `.${limit.for}` : ''}`;
+  const windowSeconds = Math.ceil(limit.windowMs / 1000);
   return Object.freeze({
     index,
     routeId,
@@ -122,8 +124,9 @@ function compileLimit(routeId: string, limit: LimitConfig, index: number, routeA
     for: limit.for,
     algorithm,
     keyPrefix: `{${routeId}}:${by}:${limit.windowMs}:${code}${distinct}:`,
-    policyName: `${routeId}.${by}${shared && limit.for !== 'any' ? `.${limit.for}` : ''}`,
-    windowSeconds: Math.ceil(limit.windowMs / 1000),
+    policyName,
+    windowSeconds,
+    policyItem: `"${policyName}";q=${limit.limit};w=${windowSeconds}`,
   });
 }
 

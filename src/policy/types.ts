@@ -31,6 +31,8 @@ export interface CompiledLimit {
   readonly policyName: string;
   /** Window in whole seconds, rounded up (the IETF `w` parameter). */
   readonly windowSeconds: number;
+  /** This limit's `RateLimit-Policy` item at its base limit: `"route.by";q=N;w=S` (built once). */
+  readonly policyItem: string;
 }
 
 export interface CompiledRoute {

@@ -90,7 +90,7 @@ function settle(
 ): Evaluation {
   const { metrics } = deps;
   if (verdict.reason !== 'no_applicable_limit') {
-    metrics.decisionDuration.observe({ store: deps.limiter.store.kind }, (performance.now() - started) / 1000);
+    metrics.hot.decision(deps.limiter.store.kind, (performance.now() - started) / 1000);
   }
   let decision: Decision;
   switch (verdict.action) {
@@ -120,7 +120,7 @@ function countNearLimit(metrics: Metrics, route: CompiledRoute, report: RateRepo
   const { checks, outcomes } = report;
   for (let i = 0; i < outcomes.length; i++) {
     const o = outcomes[i];
-    if (o.remaining < o.max * 0.2) metrics.nearLimit.inc({ route: route.id, limit_by: checks[i].limit.by });
+    if (o.remaining < o.max * 0.2) metrics.hot.nearLimit(route.id, checks[i].limit.by);
   }
 }
 
@@ -139,10 +139,9 @@ function recordViolations(
     const o = outcomes[i];
     if (o.allowed) continue;
     const limit = checks[i].limit;
-    const labels = { route: route.id, limit_by: limit.by };
     const blockRunning = o.blockedUntil !== 0 && !o.blockStarted;
-    if (!blockRunning) deps.metrics.limitExceeded.inc(labels);
-    if (o.blockStarted) deps.metrics.blocksStarted.inc(labels);
+    if (!blockRunning) deps.metrics.hot.limitExceeded(route.id, limit.by);
+    if (o.blockStarted) deps.metrics.hot.blockStarted(route.id, limit.by);
     deps.violations.record({
       route: route.id,
       limitBy: limit.by,

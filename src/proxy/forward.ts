@@ -68,17 +68,24 @@ function connectionTokens(value: string): Set<string> {
   return new Set(value.split(',').map((t) => t.trim().toLowerCase()));
 }
 
-/** Response headers minus hop-by-hop ones (keeps multi-valued set-cookie as arrays). */
-function responseHeaders(headers: Record<string, string | string[] | undefined>): Record<string, string | string[]> {
+/**
+ * The response head in `writeHead`'s flat form: the upstream's headers minus hop-by-hop
+ * ones (multi-valued ones such as set-cookie repeated), then Tollgate's own. One flat
+ * array instead of setHeader per name: no per-header validation and merge.
+ */
+function responseHead(headers: IncomingHttpHeaders, own: Record<string, string> | null): string[] {
   const connection = headers.connection;
-  const dropped = typeof connection === 'string' ? connectionTokens(connection) : null;
-  const out: Record<string, string | string[]> = {};
+  const dropped = typeof connection === 'string' && connection !== 'keep-alive' && connection !== 'close' ? connectionTokens(connection) : null;
+  const out: string[] = [];
   for (const name in headers) {
     const value = headers[name];
     if (value === undefined || name === 'connection' || name === 'keep-alive' || name === 'transfer-encoding' || name === 'proxy-connection' || name === 'trailer' || name === 'upgrade') continue;
     if (dropped !== null && dropped.has(name)) continue;
-    out[name] = value;
+    if (own !== null && own[name] !== undefined) continue; // ours win (x-request-id, rate-limit headers)
+    if (typeof value === 'string') out.push(name, value);
+    else for (const item of value) out.push(name, item);
   }
+  if (own !== null) for (const name in own) out.push(name, own[name]);
   return out;
 }
 
@@ -142,10 +149,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     ctx.status = statusCode;
     const res = ctx.res;
     if (ctx.draining()) res.shouldKeepAlive = false;
-    if (ctx.responseHeaders !== null) {
-      for (const name in ctx.responseHeaders) res.setHeader(name, ctx.responseHeaders[name]);
-    }
-    res.writeHead(statusCode, responseHeaders(headers));
+    res.writeHead(statusCode, responseHead(headers, ctx.responseHeaders));
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {

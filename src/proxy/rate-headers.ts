@@ -23,7 +23,7 @@ export function rateLimitHeaders(report: RateReport, now: number): Record<string
   for (let i = 0; i < checks.length; i++) {
     const check = checks[i];
     if (i > 0) policies += ', ';
-    policies += `"${check.limit.policyName}";q=${check.max};w=${check.limit.windowSeconds}`;
+    policies += check.max === check.limit.limit ? check.limit.policyItem : `"${check.limit.policyName}";q=${check.max};w=${check.limit.windowSeconds}`;
   }
   return {
     'x-ratelimit-limit': String(outcome.max),

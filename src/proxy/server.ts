@@ -76,14 +76,14 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
     if (failure !== null && status === 0) {
       const code = failure === 'timeout' ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE';
       logger.error({ event: 'upstream_error', route: fwd.routeId, code, requestId: ctx.requestId }, failure === 'timeout' ? 'upstream timed out' : 'upstream unavailable');
-      metrics.upstreamDuration.observe({ route: fwd.routeId, status_class: 'error' }, (performance.now() - fwd.startedAt) / 1000);
+      metrics.hot.upstream(fwd.routeId, 'error', (performance.now() - fwd.startedAt) / 1000);
       if (!ctx.res.headersSent && !ctx.res.destroyed) {
         if (deps.draining()) ctx.res.shouldKeepAlive = false;
         send(ctx.res, errorResponse(code, ctx.requestId), ctx.requestId);
       }
       return;
     }
-    metrics.upstreamDuration.observe({ route: fwd.routeId, status_class: statusClass(status) }, (headersAt - fwd.startedAt) / 1000);
+    metrics.hot.upstream(fwd.routeId, statusClass(status), (headersAt - fwd.startedAt) / 1000);
   };
 
   function forward(active: ActivePolicy, req: IncomingMessage, res: ServerResponse, ev: Evaluation): void {
@@ -110,7 +110,7 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
   }
 
   function act(active: ActivePolicy, req: IncomingMessage, res: ServerResponse, ev: Evaluation, expectsContinue: boolean): void {
-    metrics.requests.inc({ route: ev.route?.id ?? UNMATCHED_ROUTE, decision: ev.decision });
+    metrics.hot.request(ev.route?.id ?? UNMATCHED_ROUTE, ev.decision);
     // Draining: a kept-alive connection would hold the drain open until it idles out.
     if (deps.draining()) res.shouldKeepAlive = false;
     const refused = refusal(deps, ev);
@@ -194,7 +194,7 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
       return;
     }
     const go = (e: Evaluation): void => {
-      metrics.requests.inc({ route: e.route?.id ?? UNMATCHED_ROUTE, decision: e.decision });
+      metrics.hot.request(e.route?.id ?? UNMATCHED_ROUTE, e.decision);
       const refused = refusal(deps, e);
       if (refused !== undefined) {
         sendOnSocket(socket, refused, e.requestId);
@@ -216,7 +216,7 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
         responseHeaders,
         timeoutMs: e.route?.upstreamTimeoutMs ?? active.policy.upstreamTimeoutMs,
         onResult: (result, status) => {
-          metrics.upstreamDuration.observe({ route: routeId, status_class: result === 'open' || result === 'rejected' ? statusClass(status) : 'error' }, (performance.now() - startedAt) / 1000);
+          metrics.hot.upstream(routeId, result === 'open' || result === 'rejected' ? statusClass(status) : 'error', (performance.now() - startedAt) / 1000);
           if (result === 'open') {
             tunnels.add(socket);
             metrics.inflight.inc();

@@ -367,6 +367,7 @@ export function limitFixture(options: {
     keyPrefix: `{${routeId}}:${by}:${options.windowMs}:${ALGORITHMS[options.algorithm].code}:`,
     policyName: `${routeId}.${by}`,
     windowSeconds: Math.ceil(options.windowMs / 1000),
+    policyItem: '',
   };
 }
 

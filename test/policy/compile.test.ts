@@ -58,6 +58,7 @@ describe('compilePolicy', () => {
         keyPrefix: '{livekit-token}:ip:60000:tb:',
         policyName: 'livekit-token.ip',
         windowSeconds: 60,
+        policyItem: '"livekit-token.ip";q=10;w=60',
       },
     );
     assert.equal(user.index, 1);

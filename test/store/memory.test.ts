@@ -52,6 +52,7 @@ function limitOf(algorithm: AlgorithmName, windowMs: number, blockMs = 0, id = '
     keyPrefix: `mem:${id}:${algorithm}:${windowMs}:`,
     policyName: `memory-test.${id}`,
     windowSeconds: Math.ceil(windowMs / 1000),
+    policyItem: '',
   };
 }
 

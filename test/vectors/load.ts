@@ -92,6 +92,7 @@ export const makeVectorLimit: MakeLimit = (spec, vector, index) => {
     keyPrefix: vectorKeyPrefix(vector.name, spec.id),
     policyName: `vec-${vector.name}.${spec.id}`,
     windowSeconds: Math.ceil(spec.windowMs / 1000),
+    policyItem: '',
   };
 };
 
