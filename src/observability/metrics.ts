@@ -38,6 +38,8 @@ interface HistogramChild {
  * request). Label values are route ids, decisions and `by` values: bounded by the policy.
  */
 export class HotMetrics {
+  /** Requests and tunnels in flight; read by the gauge at scrape time (no prom-client call per request). */
+  inflight = 0;
   readonly #counters = new Map<string, CounterChild>();
   readonly #histograms = new Map<string, HistogramChild>();
   readonly #m: Omit<Metrics, 'hot' | 'registry'>;
@@ -188,7 +190,11 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       name: 'tollgate_inflight_requests',
       help: 'Requests (and WebSocket tunnels) being proxied.',
       registers,
+      collect() {
+        if (hot !== undefined) this.set(hot.inflight);
+      },
     }),
   };
-  return { registry, ...metrics, hot: new HotMetrics(metrics) };
+  const hot: HotMetrics = new HotMetrics(metrics);
+  return { registry, ...metrics, hot };
 }

@@ -150,15 +150,25 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
     );
   }
 
+  // One listener shared by every response (no closure per request) unless access logging needs one.
+  const hot = metrics.hot;
+  const onResponseClose = (): void => {
+    hot.inflight--;
+  };
+
   function onRequest(req: IncomingMessage, res: ServerResponse, expectsContinue = false): void {
     const active = deps.active();
-    metrics.inflight.inc();
+    hot.inflight++;
     let evaluated: Evaluation | undefined;
-    const startedAt = active.policy.config.log.access ? performance.now() : -1;
-    res.once('close', () => {
-      metrics.inflight.dec();
-      if (startedAt >= 0) accessLog(req, res, startedAt, evaluated);
-    });
+    if (active.policy.config.log.access) {
+      const startedAt = performance.now();
+      res.once('close', () => {
+        hot.inflight--;
+        accessLog(req, res, startedAt, evaluated);
+      });
+    } else {
+      res.once('close', onResponseClose);
+    }
     try {
       const ev = evaluate(active.policy, deps, req, false);
       if (ev instanceof Promise) {
@@ -219,7 +229,7 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
           metrics.hot.upstream(routeId, result === 'open' || result === 'rejected' ? statusClass(status) : 'error', (performance.now() - startedAt) / 1000);
           if (result === 'open') {
             tunnels.add(socket);
-            metrics.inflight.inc();
+            hot.inflight++;
           } else if (result === 'timeout' || result === 'unavailable') {
             const code = result === 'timeout' ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE';
             logger.error({ event: 'upstream_error', route: routeId, code, requestId: e.requestId, websocket: true }, 'upstream refused the websocket');
@@ -227,7 +237,7 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
           }
         },
         onClose: () => {
-          if (tunnels.delete(socket)) metrics.inflight.dec();
+          if (tunnels.delete(socket)) hot.inflight--;
         },
       });
     };
