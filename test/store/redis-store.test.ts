@@ -14,6 +14,7 @@ import type { Metrics } from '../../src/observability/metrics.js';
 import type { CompiledLimit } from '../../src/policy/types.js';
 import { createRedisStore } from '../../src/store/redis/index.js';
 import type { RedisStore, RedisStoreOptions } from '../../src/store/redis/index.js';
+import { MemoryStore } from '../../src/store/memory.js';
 import type { LimitCheck, StoreDecision } from '../../src/store/types.js';
 import {
   limitFixture,
@@ -87,11 +88,14 @@ describe('redis store: shared counts', () => {
       const [a, b] = await Promise.all([openStore(config(target, prefix)), openStore(config(target, prefix))]);
       // Day-long windows: no refill or window edge during the test.
       const limit = limitFixture({ routeId: 'api', limit: 50, windowMs: DAY_MS, algorithm });
+      const [tripsA, tripsB] = [a.roundTrips, b.roundTrips];
       const decisions = await Promise.all(
         Array.from({ length: 200 }, (_, i) => (i % 2 === 0 ? a : b).decide([check(limit, '10.0.0.1')], Date.now())),
       );
       assert.equal(countAllowed(decisions), 50);
-      assert.ok(a.roundTrips >= 100 && b.roundTrips >= 100);
+      // 100 decisions per store in one tick: batches of at most 64 decisions each.
+      assert.equal(a.roundTrips - tripsA, 2);
+      assert.equal(b.roundTrips - tripsB, 2);
     });
   }
 
@@ -113,6 +117,43 @@ describe('redis store: shared counts', () => {
     // All or nothing: the 150 refusals did not count on the per-ip limit.
     const next = await a.decide([check(perIp, '10.0.0.7')], Date.now());
     assert.equal(next.outcomes[0].remaining, 80 - 50 - 1);
+  });
+});
+
+describe('redis store: micro-batching', () => {
+  it('300 decisions launched in one tick give MemoryStore\'s outcomes in the same order, in a few script calls', async (t) => {
+    const target = await requireSharedRedis(t);
+    if (target === undefined) return;
+    const store = await openStore(config(target, testPrefix('batch'), { clock: 'local' }), { blockCache: false });
+    const limits = ALGORITHM_NAMES.flatMap((algorithm, i) => [
+      limitFixture({ routeId: 'batch', by: 'ip', limit: 3 + i, windowMs: 60_000, algorithm, index: i }),
+      limitFixture({ routeId: 'batch', by: 'user', limit: 2, windowMs: 60_000, blockMs: 30_000, algorithm, index: 4 + i }),
+    ]);
+    // Deterministic mix: 1-3 checks per decision over 30 client keys, some repeated within a decision.
+    let seed = 7;
+    const next = (n: number): number => {
+      seed = (seed * 1_103_515_245 + 12_345) % 2_147_483_648;
+      return Math.floor((seed / 2_147_483_648) * n);
+    };
+    const t0 = 1_700_000_000_000;
+    const schedule = Array.from({ length: 300 }, (_, i) => {
+      const checks = Array.from({ length: 1 + next(3) }, () => check(limits[next(limits.length)], 'c' + next(30)));
+      return { checks, now: t0 + i * 37 };
+    });
+    let memoryNow = t0;
+    const memory = new MemoryStore({ maxKeys: 10_000, maxBlocks: 1_000, clock: () => memoryNow });
+    const expected = schedule.map(({ checks, now }) => {
+      memoryNow = now;
+      return memory.decide(checks, now);
+    });
+    const trips = store.roundTrips;
+    const actual = await Promise.all(schedule.map(({ checks, now }) => store.decide(checks, now)));
+    assert.deepEqual(actual, expected);
+    assert.ok(expected.some((d) => d.outcomes.some((o) => o.blockStarted)), 'the schedule starts blocks');
+    assert.ok(expected.filter((d) => d.allowed).length > 50 && expected.some((d) => !d.allowed));
+    // 64 decisions or 500 checks per call at most: 5 to 10 calls, not 300.
+    const calls = store.roundTrips - trips;
+    assert.ok(calls >= 5 && calls <= 10, `${calls} script calls`);
   });
 });
 

@@ -10,37 +10,38 @@
  */
 
 /**
- * One decision, one round trip: reads every block and state, peeks every limit and,
- * only if all pass, counts all; otherwise starts the blocks of the refused limits.
- * Every write carries its expiry (SET ... PX, ZADD + PEXPIRE in the same script).
+ * One batch of decisions, one round trip. Per decision: reads every block and state,
+ * peeks every limit and, only if all pass, counts all; otherwise starts the blocks of
+ * the refused limits. Decisions run in order, so each sees the writes of the ones
+ * before it: exactly the semantics of sequential calls. Every write carries its
+ * expiry (SET ... PX, ZADD + PEXPIRE in the same script).
  */
-export const DECIDE_LUA = `-- tollgate decide
--- KEYS[2i-1]  state of check i: "n n ..." (%.17g numbers) or a ZSET (sliding-log)
--- KEYS[2i]    block of check i: blocked-until ms
--- ARGV[1]     now in ms; '' = the server clock (TIME)
--- ARGV[2]     ms added to every TTL (slack for clock: local; 0 with TIME)
--- ARGV[3]     request id, unique across replicas (sliding-log members)
--- ARGV[4i..4i+3] check i: algorithm code (fw|sw|sl|tb), max, window ms, block ms
+export const DECIDE_LUA = `-- tollgate decide (batched)
+-- KEYS        per check, in decision order: state ("n n ..." %.17g numbers, or a ZSET
+--             for sliding-log), then block (blocked-until ms)
+-- ARGV[1]     ms added to every TTL (slack for clock: local; 0 with TIME)
+-- ARGV[2]     batch id, unique across replicas (sliding-log members)
+-- then per decision: now in ms ('' = the server clock, TIME, read once per batch),
+--   check count n, and per check: algorithm code (fw|sw|sl|tb), max, window ms, block ms
 -- Returns one string of space-separated numbers (cheaper for the client to decode
--- than an array): now, then per check: allowed 0/1, remaining, resetAt,
--- retryAfterMs, count, blockedUntil (0 = none), blockStarted 0/1.
+-- than an array): the server's now (0 if unused), then per decision and check:
+-- allowed 0/1, remaining, resetAt, retryAfterMs, count, blockedUntil (0 = none),
+-- blockStarted 0/1.
 local floor, ceil, fmod, min, max = math.floor, math.ceil, math.fmod, math.min, math.max
 local format, match, tonumber = string.format, string.match, tonumber
 local call = redis.call
 
-local now = tonumber(ARGV[1])
-if now == nil then
-  local t = call('TIME')
-  now = tonumber(t[1]) * 1000 + floor(tonumber(t[2]) / 1000)
-end
-local slack = tonumber(ARGV[2])
-local rid = ARGV[3]
-local n = #KEYS / 2
+local slack = tonumber(ARGV[1])
+local bid = ARGV[2]
+local serverNow = nil
+-- The decision being run: every algorithm below reads it.
+local now = 0
 
 local function fmt(x) return format('%.17g', x) end
 
--- String states are parsed once and then kept here, so a key named twice in one
--- decision is consumed twice, as MemoryStore does with its shared state object.
+-- String states are parsed once and then kept here (every write updates them), so a
+-- key named twice in a batch is consumed twice, as MemoryStore does with its shared
+-- state object.
 local states = {}
 local function load(key)
   local st = states[key]
@@ -152,45 +153,70 @@ local function slConsume(key, mx, w, member)
   call('PEXPIRE', key, ceil(max(1, tonumber(last[2]) + w - now) + slack))
 end
 
--- 1. read every block and state and peek every limit
-local verdicts, blocked = {}, {}
-local allowed = true
-for i = 1, n do
-  local a = 4 * i
-  local code, mx, w = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local key = KEYS[2 * i - 1]
-  local untilMs = tonumber(call('GET', KEYS[2 * i]) or 0)
-  if untilMs > now then blocked[i] = untilMs else blocked[i] = 0 end
-  local v
-  if code == 'sw' then v = swPeek(load(key), mx, w)
-  elseif code == 'fw' then v = fwPeek(load(key), mx, w)
-  elseif code == 'tb' then v = tbPeek(load(key), mx, w)
-  elseif code == 'sl' then v = slPeek(key, mx, w)
-  else return redis.error_reply('tollgate: unknown algorithm ' .. tostring(code)) end
-  verdicts[i] = v
-  if blocked[i] ~= 0 or v[1] == 0 then allowed = false end
+local out = {''}
+
+-- One decision: its keys start after KEYS[k], its checks' args at ARGV[a].
+local function decide(k, a, n, rid)
+  -- 1. read every block and state and peek every limit
+  local verdicts, blocked = {}, {}
+  local allowed = true
+  for i = 1, n do
+    local c = a + 4 * (i - 1)
+    local code, mx, w = ARGV[c], tonumber(ARGV[c + 1]), tonumber(ARGV[c + 2])
+    local key = KEYS[k + 2 * i - 1]
+    local untilMs = tonumber(call('GET', KEYS[k + 2 * i]) or 0)
+    if untilMs > now then blocked[i] = untilMs else blocked[i] = 0 end
+    local v
+    if code == 'sw' then v = swPeek(load(key), mx, w)
+    elseif code == 'fw' then v = fwPeek(load(key), mx, w)
+    elseif code == 'tb' then v = tbPeek(load(key), mx, w)
+    elseif code == 'sl' then v = slPeek(key, mx, w)
+    else return redis.error_reply('tollgate: unknown algorithm ' .. tostring(code)) end
+    verdicts[i] = v
+    if blocked[i] ~= 0 or v[1] == 0 then allowed = false end
+  end
+
+  -- 2. count all, or count nothing and start the blocks of the refused limits
+  for i = 1, n do
+    local c = a + 4 * (i - 1)
+    local code, mx, w, blockMs = ARGV[c], tonumber(ARGV[c + 1]), tonumber(ARGV[c + 2]), tonumber(ARGV[c + 3])
+    local key = KEYS[k + 2 * i - 1]
+    local v = verdicts[i]
+    local started = 0
+    if allowed then
+      if code == 'sw' then swConsume(key, load(key), mx, w)
+      elseif code == 'fw' then fwConsume(key, load(key), mx, w)
+      elseif code == 'tb' then tbConsume(key, load(key), mx, w)
+      else slConsume(key, mx, w, rid .. ':' .. i) end
+    elseif blocked[i] == 0 and v[1] == 0 and blockMs > 0 then
+      blocked[i] = now + blockMs
+      call('SET', KEYS[k + 2 * i], fmt(blocked[i]), 'PX', ceil(blockMs + slack))
+      started = 1
+    end
+    out[#out + 1] = format('%d %d %.17g %.17g %d %.17g %d', v[1], v[2], v[3], v[4], v[5], blocked[i], started)
+  end
+  return nil
 end
 
--- 2. count all, or count nothing and start the blocks of the refused limits
-local out = {fmt(now)}
-for i = 1, n do
-  local a = 4 * i
-  local code, mx, w, blockMs = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-  local key = KEYS[2 * i - 1]
-  local v = verdicts[i]
-  local started = 0
-  if allowed then
-    if code == 'sw' then swConsume(key, load(key), mx, w)
-    elseif code == 'fw' then fwConsume(key, load(key), mx, w)
-    elseif code == 'tb' then tbConsume(key, load(key), mx, w)
-    else slConsume(key, mx, w, rid .. ':' .. i) end
-  elseif blocked[i] == 0 and v[1] == 0 and blockMs > 0 then
-    blocked[i] = now + blockMs
-    call('SET', KEYS[2 * i], fmt(blocked[i]), 'PX', ceil(blockMs + slack))
-    started = 1
+local k, a, d = 0, 3, 0
+while a <= #ARGV do
+  d = d + 1
+  local t = tonumber(ARGV[a])
+  if t == nil then
+    if serverNow == nil then
+      local time = call('TIME')
+      serverNow = tonumber(time[1]) * 1000 + floor(tonumber(time[2]) / 1000)
+    end
+    t = serverNow
   end
-  out[i + 1] = format('%d %d %.17g %.17g %d %.17g %d', v[1], v[2], v[3], v[4], v[5], blocked[i], started)
+  now = t
+  local n = tonumber(ARGV[a + 1])
+  local failed = decide(k, a + 2, n, bid .. ':' .. d)
+  if failed then return failed end
+  k = k + 2 * n
+  a = a + 2 + 4 * n
 end
+out[1] = fmt(serverNow or 0)
 return table.concat(out, ' ')
 `;
 
@@ -214,6 +240,6 @@ return redis.call('ZCARD', KEYS[1])
 
 /** sha1 of each script (what EVALSHA sends); pinned so a stale edit is caught offline. */
 export const SCRIPT_SHA1 = Object.freeze({
-  decide: '2baf5aca2c3786998a61366bc1069704d9dd6a45',
+  decide: '3ca6ac38b294051ec6b3173e04397b1f03a9142c',
   heartbeat: '56f1982dd4dd0c0603bab9afbcd52b25bd1db1e4',
 });

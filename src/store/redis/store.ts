@@ -12,7 +12,7 @@ import { CircuitBreaker, DEFAULT_BREAKER } from './breaker.js';
 import { createRedisClient, describeTarget } from './connection.js';
 import type { RedisClient } from './connection.js';
 import { HEARTBEAT_COMMAND, ReplicaHeartbeat } from './heartbeat.js';
-import { DECIDE_LUA, HEARTBEAT_LUA } from './scripts.js';
+import { DECIDE_LUA, HEARTBEAT_LUA, SCRIPT_SHA1 } from './scripts.js';
 
 export interface RedisStoreOptions {
   config: RedisStoreConfig;
@@ -48,8 +48,13 @@ export interface RedisStore extends RateLimitStore {
 }
 
 const STORE_LABEL = Object.freeze({ store: 'redis' });
-/** Commands defined up front; routes with more limits get theirs on first use. */
-const PREDEFINED_CHECKS = 16;
+/**
+ * Bounds of one script call: a batch stops growing at either, so one call never
+ * blocks Redis for long nor builds a huge command. A single decision with more
+ * checks still goes alone.
+ */
+const MAX_BATCH_DECISIONS = 64;
+const MAX_BATCH_CHECKS = 500;
 /**
  * With `clock: local` the proxy's clock decides windows but Redis's clock expires
  * keys. Extra TTL keeps state alive while any replica's clock still counts it; state
@@ -60,16 +65,31 @@ const LOCAL_CLOCK_TTL_SLACK_MS = 2_000; // 2s
 const REPLY_STRIDE = 7;
 const EMPTY_DECISION: StoreDecision = Object.freeze({ allowed: true, outcomes: Object.freeze([]) as readonly LimitOutcome[] });
 
-type DecideCommand = (args: (string | number)[]) => Promise<unknown>;
+/** A decision waiting for its batch to be sent. */
+interface PendingDecision {
+  readonly checks: readonly LimitCheck[];
+  readonly now: number;
+  /** Let through by an open breaker: its failure re-arms the cool-down. */
+  readonly probe: boolean;
+  resolve: (decision: StoreDecision) => void;
+  reject: (error: unknown) => void;
+}
+
+/**
+ * The Redis hash tag of a key (what Cluster hashes), else the whole key. Keys are
+ * `prefix + {route}:...`: all keys of one decision share the tag, so decisions with
+ * the same tag can share a script call.
+ */
+function hashTag(key: string): string {
+  const open = key.indexOf('{');
+  if (open === -1) return key;
+  const close = key.indexOf('}', open + 1);
+  return close > open + 1 ? key.slice(open + 1, close) : key;
+}
 
 /** Creates the Redis store; connects in the background and never throws on an unreachable Redis. */
 export function createRedisStore(options: RedisStoreOptions): RedisStore {
   return new RedisRateLimitStore(options);
-}
-
-/** The script command name for `n` checks: a fixed key count per command (Cluster routing). */
-function decideCommandName(n: number): string {
-  return 'tgDecide' + n;
 }
 
 class RedisRateLimitStore implements RedisStore {
@@ -89,7 +109,10 @@ class RedisRateLimitStore implements RedisStore {
   readonly #serverClock: boolean;
   readonly #ttlSlack: number;
   readonly #requestIdPrefix: string;
-  readonly #commands: (DecideCommand | undefined)[] = [];
+  readonly #cluster: boolean;
+  /** Decisions of this event-loop turn, sent together by `#flush`. */
+  #queue: PendingDecision[] = [];
+  #flushScheduled = false;
   #fallback: MemoryStore | undefined;
   #requestSeq = 0;
   #roundTrips = 0;
@@ -111,6 +134,7 @@ class RedisRateLimitStore implements RedisStore {
     this.#timeoutMs = config.timeoutMs;
     this.#serverClock = config.clock === 'redis';
     this.#ttlSlack = this.#serverClock ? 0 : LOCAL_CLOCK_TTL_SLACK_MS;
+    this.#cluster = config.cluster !== undefined;
     const replicaId = options.replicaId ?? randomBytes(6).toString('base64url');
     this.#requestIdPrefix = replicaId + '.';
     this.#blocks = options.blockCache === false ? undefined : new BlockCache(options.memoryFallback.maxBlocks);
@@ -123,7 +147,6 @@ class RedisRateLimitStore implements RedisStore {
     this.#metrics?.storeDegraded.set(0);
 
     this.#client = createRedisClient(config);
-    for (let n = 1; n <= PREDEFINED_CHECKS; n++) this.#defineDecide(n);
     this.#client.defineCommand(HEARTBEAT_COMMAND, { numberOfKeys: 1, lua: HEARTBEAT_LUA });
     this.#heartbeat = new ReplicaHeartbeat({
       client: this.#client,
@@ -207,41 +230,106 @@ class RedisRateLimitStore implements RedisStore {
       // Offline queue is off: sending now would only fail; fail without the round trip.
       return this.#settleFailure(checks, now, probe, new Error(`redis not ready (${this.#client.status})`));
     }
-    const reply = this.#command(n).call(this.#client, this.#args(checks, now));
-    this.#roundTrips++;
     return new Promise<StoreDecision>((resolve, reject) => {
-      let settled = false;
-      // ioredis's commandTimeout cannot bound a call queued behind an auto-pipeline in
-      // flight, nor a NOSCRIPT resend: this timer is the decision's hard deadline.
-      const timer = setTimeout(() => {
+      this.#queue.push({ checks, now, probe, resolve, reject });
+      if (this.#flushScheduled) return;
+      this.#flushScheduled = true;
+      // After the poll phase: every request parsed from the sockets in this turn joins.
+      setImmediate(this.#flush);
+    });
+  }
+
+  /** Sends the queued decisions: one script call per hash tag (Cluster slot) and bounded batch. */
+  readonly #flush = (): void => {
+    this.#flushScheduled = false;
+    const queue = this.#queue;
+    this.#queue = [];
+    if (!this.#cluster) {
+      this.#sendInBatches(queue);
+      return;
+    }
+    const groups = new Map<string, PendingDecision[]>();
+    for (const pending of queue) {
+      const tag = hashTag(this.#prefix + pending.checks[0].key);
+      const group = groups.get(tag);
+      if (group === undefined) groups.set(tag, [pending]);
+      else group.push(pending);
+    }
+    for (const group of groups.values()) this.#sendInBatches(group);
+  };
+
+  #sendInBatches(queue: readonly PendingDecision[]): void {
+    let from = 0;
+    let checks = 0;
+    for (let i = 0; i < queue.length; i++) {
+      const n = queue[i].checks.length;
+      if (i > from && (i - from === MAX_BATCH_DECISIONS || checks + n > MAX_BATCH_CHECKS)) {
+        this.#send(queue.slice(from, i), checks);
+        from = i;
+        checks = 0;
+      }
+      checks += n;
+    }
+    if (from === 0) this.#send(queue, checks);
+    else this.#send(queue.slice(from), checks);
+  }
+
+  /** One script call for `batch` (`checks` = their checks in all), with one deadline. */
+  #send(batch: readonly PendingDecision[], checks: number): void {
+    let reply: Promise<unknown>;
+    try {
+      reply = this.#evalDecide(this.#args(batch, checks), 2 * checks);
+    } catch (error) {
+      this.#failBatch(batch, error);
+      return;
+    }
+    this.#roundTrips++;
+    let settled = false;
+    // ioredis's commandTimeout cannot bound a call queued behind an auto-pipeline in
+    // flight, nor a NOSCRIPT resend: this timer is the batch's hard deadline.
+    const timer = setTimeout(() => {
+      if (settled) return;
+      settled = true;
+      this.#failBatch(batch, new Error(`redis timed out after ${this.#timeoutMs}ms`));
+    }, this.#timeoutMs);
+    reply.then(
+      (value) => {
         if (settled) return;
         settled = true;
-        this.#finishFailure(checks, now, probe, new Error(`redis timed out after ${this.#timeoutMs}ms`), resolve, reject);
-      }, this.#timeoutMs);
-      reply.then(
-        (value) => {
-          if (settled) return;
-          settled = true;
-          clearTimeout(timer);
-          let decision: StoreDecision;
-          try {
-            decision = this.#fromReply(checks, now, value);
-          } catch (error) {
-            this.#finishFailure(checks, now, probe, error, resolve, reject);
-            return;
-          }
-          this.#breaker.success();
-          this.#fallback = undefined;
-          resolve(decision);
-        },
-        (error: unknown) => {
-          if (settled) return;
-          settled = true;
-          clearTimeout(timer);
-          this.#finishFailure(checks, now, probe, error, resolve, reject);
-        },
-      );
-    });
+        clearTimeout(timer);
+        let decisions: StoreDecision[];
+        try {
+          decisions = this.#fromReply(batch, checks, value);
+        } catch (error) {
+          this.#failBatch(batch, error);
+          return;
+        }
+        this.#breaker.success();
+        this.#fallback = undefined;
+        for (let i = 0; i < batch.length; i++) batch[i].resolve(decisions[i]);
+      },
+      (error: unknown) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        this.#failBatch(batch, error);
+      },
+    );
+  }
+
+  /** The batch failed: one failure for the breaker and metrics; each decision follows onError. */
+  #failBatch(batch: readonly PendingDecision[], error: unknown): void {
+    let probe = false;
+    for (const pending of batch) if (pending.probe) probe = true;
+    this.#recordFailure(probe, error);
+    const reason = this.#lastError;
+    for (const pending of batch) {
+      try {
+        pending.resolve(this.#unavailable(pending.checks, pending.now, reason));
+      } catch (failure) {
+        pending.reject(failure);
+      }
+    }
   }
 
   async close(): Promise<void> {
@@ -258,58 +346,81 @@ class RedisRateLimitStore implements RedisStore {
     this.#fallback = undefined;
   }
 
-  #defineDecide(n: number): DecideCommand {
-    const name = decideCommandName(n);
-    this.#client.defineCommand(name, { numberOfKeys: 2 * n, lua: DECIDE_LUA });
-    const command = (this.#client as unknown as Record<string, DecideCommand>)[name];
-    this.#commands[n] = command;
-    return command;
+  /**
+   * EVALSHA, resent as EVAL on NOSCRIPT (a SCRIPT FLUSH or a restarted Redis; the
+   * script did not run). Not a `defineCommand` script: those need a fixed key count,
+   * and defining one for a new count while an auto-pipeline is open misaligns that
+   * pipeline's replies. EVALSHA is a known command, so Cluster and auto-pipelining
+   * route it by its first key.
+   */
+  #evalDecide(args: (string | number)[], keyCount: number): Promise<unknown> {
+    const client = this.#client;
+    return client.evalsha(SCRIPT_SHA1.decide, keyCount, args as string[]).catch((error: unknown) => {
+      if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error;
+      return client.eval(DECIDE_LUA, keyCount, args as string[]);
+    });
   }
 
-  #command(n: number): DecideCommand {
-    return this.#commands[n] ?? this.#defineDecide(n);
-  }
-
-  /** KEYS then ARGV of the decide script (layout documented in scripts.ts). */
-  #args(checks: readonly LimitCheck[], now: number): (string | number)[] {
-    const n = checks.length;
-    const args: (string | number)[] = new Array(6 * n + 3);
+  /** KEYS then ARGV of the decide script for a batch (layout documented in scripts.ts). */
+  #args(batch: readonly PendingDecision[], checkCount: number): (string | number)[] {
+    const args: (string | number)[] = new Array(6 * checkCount + 2 * batch.length + 2);
     const prefix = this.#prefix;
     let a = 0;
-    for (let i = 0; i < n; i++) {
-      const key = prefix + checks[i].key;
-      args[a++] = key;
-      args[a++] = key + ':b';
+    for (let d = 0; d < batch.length; d++) {
+      const checks = batch[d].checks;
+      for (let i = 0; i < checks.length; i++) {
+        const key = prefix + checks[i].key;
+        args[a++] = key;
+        args[a++] = key + ':b';
+      }
     }
-    args[a++] = this.#serverClock ? '' : now;
     args[a++] = this.#ttlSlack;
     args[a++] = this.#requestIdPrefix + (this.#requestSeq++).toString(36);
-    for (let i = 0; i < n; i++) {
-      const check = checks[i];
-      const limit = check.limit;
-      args[a++] = ALGORITHMS[limit.algorithm].code;
-      args[a++] = check.max;
-      args[a++] = limit.windowMs;
-      args[a++] = limit.blockMs;
+    const serverClock = this.#serverClock;
+    for (let d = 0; d < batch.length; d++) {
+      const { checks, now } = batch[d];
+      args[a++] = serverClock ? '' : now;
+      args[a++] = checks.length;
+      for (let i = 0; i < checks.length; i++) {
+        const check = checks[i];
+        const limit = check.limit;
+        args[a++] = ALGORITHMS[limit.algorithm].code;
+        args[a++] = check.max;
+        args[a++] = limit.windowMs;
+        args[a++] = limit.blockMs;
+      }
     }
     return args;
   }
 
-  /**
-   * Turns the script reply into outcomes. With `clock: redis` absolute times come in
-   * Redis time and are moved to the local clock by their distance from Redis's `now`.
-   */
-  #fromReply(checks: readonly LimitCheck[], now: number, value: unknown): StoreDecision {
-    const n = checks.length;
+  /** Splits the script's reply for a batch (`checkCount` checks in all) into its decisions. */
+  #fromReply(batch: readonly PendingDecision[], checkCount: number, value: unknown): StoreDecision[] {
     const reply = typeof value === 'string' ? value.split(' ') : undefined;
-    if (reply === undefined || reply.length !== 1 + REPLY_STRIDE * n) {
+    if (reply === undefined || reply.length !== 1 + REPLY_STRIDE * checkCount) {
       throw new Error('unexpected reply from the decide script');
     }
-    const offset = this.#serverClock ? now - +reply[0] : 0;
+    const serverNow = +reply[0];
+    const decisions: StoreDecision[] = new Array(batch.length);
+    for (let i = 0, start = 1; i < batch.length; i++) {
+      const { checks, now } = batch[i];
+      decisions[i] = this.#decision(checks, now, reply, start, serverNow);
+      start += REPLY_STRIDE * checks.length;
+    }
+    return decisions;
+  }
+
+  /**
+   * The outcomes of one decision, read from `reply` at `start`. With `clock: redis`
+   * absolute times come in Redis time and are moved to the local clock by their
+   * distance from Redis's `now`.
+   */
+  #decision(checks: readonly LimitCheck[], now: number, reply: readonly string[], start: number, serverNow: number): StoreDecision {
+    const n = checks.length;
+    const offset = this.#serverClock ? now - serverNow : 0;
     const verdict = this.#verdict;
     const outcomes: LimitOutcome[] = new Array(n);
     let allowed = true;
-    for (let i = 0, b = 1; i < n; i++, b += REPLY_STRIDE) {
+    for (let i = 0, b = start; i < n; i++, b += REPLY_STRIDE) {
       verdict.allowed = reply[b] === '1';
       verdict.remaining = +reply[b + 1];
       verdict.resetAt = +reply[b + 2] + offset;
@@ -323,22 +434,6 @@ class RedisRateLimitStore implements RedisStore {
       outcomes[i] = result;
     }
     return { allowed, outcomes };
-  }
-
-  #finishFailure(
-    checks: readonly LimitCheck[],
-    now: number,
-    probe: boolean,
-    error: unknown,
-    resolve: (decision: StoreDecision) => void,
-    reject: (error: unknown) => void,
-  ): void {
-    this.#recordFailure(probe, error);
-    try {
-      resolve(this.#unavailable(checks, now, this.#lastError));
-    } catch (failure) {
-      reject(failure);
-    }
   }
 
   /** A failure detected before sending: answered synchronously (`local`) or as a rejection. */
