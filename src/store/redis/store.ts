@@ -113,6 +113,8 @@ class RedisRateLimitStore implements RedisStore {
   /** Decisions of this event-loop turn, sent together by `#flush`. */
   #queue: PendingDecision[] = [];
   #flushScheduled = false;
+  /** performance.now() when the oldest queued decision arrived. */
+  #queuedAt = 0;
   #fallback: MemoryStore | undefined;
   #requestSeq = 0;
   #roundTrips = 0;
@@ -234,6 +236,8 @@ class RedisRateLimitStore implements RedisStore {
       this.#queue.push({ checks, now, probe, resolve, reject });
       if (this.#flushScheduled) return;
       this.#flushScheduled = true;
+      // The deadline counts from the oldest decision's arrival, not from the flush.
+      this.#queuedAt = performance.now();
       // After the poll phase: every request parsed from the sockets in this turn joins.
       setImmediate(this.#flush);
     });
@@ -244,8 +248,9 @@ class RedisRateLimitStore implements RedisStore {
     this.#flushScheduled = false;
     const queue = this.#queue;
     this.#queue = [];
+    const queuedAt = this.#queuedAt;
     if (!this.#cluster) {
-      this.#sendInBatches(queue);
+      this.#sendInBatches(queue, queuedAt);
       return;
     }
     const groups = new Map<string, PendingDecision[]>();
@@ -255,27 +260,27 @@ class RedisRateLimitStore implements RedisStore {
       if (group === undefined) groups.set(tag, [pending]);
       else group.push(pending);
     }
-    for (const group of groups.values()) this.#sendInBatches(group);
+    for (const group of groups.values()) this.#sendInBatches(group, queuedAt);
   };
 
-  #sendInBatches(queue: readonly PendingDecision[]): void {
+  #sendInBatches(queue: readonly PendingDecision[], queuedAt: number): void {
     let from = 0;
     let checks = 0;
     for (let i = 0; i < queue.length; i++) {
       const n = queue[i].checks.length;
       if (i > from && (i - from === MAX_BATCH_DECISIONS || checks + n > MAX_BATCH_CHECKS)) {
-        this.#send(queue.slice(from, i), checks);
+        this.#send(queue.slice(from, i), checks, queuedAt);
         from = i;
         checks = 0;
       }
       checks += n;
     }
-    if (from === 0) this.#send(queue, checks);
-    else this.#send(queue.slice(from), checks);
+    if (from === 0) this.#send(queue, checks, queuedAt);
+    else this.#send(queue.slice(from), checks, queuedAt);
   }
 
   /** One script call for `batch` (`checks` = their checks in all), with one deadline. */
-  #send(batch: readonly PendingDecision[], checks: number): void {
+  #send(batch: readonly PendingDecision[], checks: number, queuedAt: number): void {
     let reply: Promise<unknown>;
     try {
       reply = this.#evalDecide(this.#args(batch, checks), 2 * checks);
@@ -287,11 +292,12 @@ class RedisRateLimitStore implements RedisStore {
     let settled = false;
     // ioredis's commandTimeout cannot bound a call queued behind an auto-pipeline in
     // flight, nor a NOSCRIPT resend: this timer is the batch's hard deadline.
+    const budget = Math.max(1, this.#timeoutMs - (performance.now() - queuedAt));
     const timer = setTimeout(() => {
       if (settled) return;
       settled = true;
       this.#failBatch(batch, new Error(`redis timed out after ${this.#timeoutMs}ms`));
-    }, this.#timeoutMs);
+    }, budget);
     reply.then(
       (value) => {
         if (settled) return;
