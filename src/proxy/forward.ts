@@ -23,6 +23,14 @@ const HOP_BY_HOP = new Set([
   'x-request-id',
 ]);
 
+/** Lengths of the hop-by-hop names: only a name of one of these lengths needs lower-casing to be checked. */
+const HOP_BY_HOP_LENGTHS = new Set([...HOP_BY_HOP].map((name) => name.length));
+
+/** Case-insensitive hop-by-hop test without lower-casing (allocating) every header name. */
+function isHopByHop(name: string): boolean {
+  return HOP_BY_HOP_LENGTHS.has(name.length) && HOP_BY_HOP.has(name.toLowerCase());
+}
+
 /** Per-request data handed through undici's `opaque`, so no closure is created per request. */
 export interface ForwardContext {
   readonly res: ServerResponse;
@@ -55,9 +63,9 @@ function requestHeaders(req: IncomingMessage, options: ForwardOptions, requestId
   const dropped = connection !== undefined && connection !== 'keep-alive' && connection !== 'close' ? connectionTokens(connection) : null;
   const out: string[] = [];
   for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i].toLowerCase();
-    if (HOP_BY_HOP.has(name) || (dropped !== null && dropped.has(name))) continue;
-    out.push(raw[i], raw[i + 1]);
+    const name = raw[i];
+    if (isHopByHop(name) || (dropped !== null && dropped.has(name.toLowerCase()))) continue;
+    out.push(name, raw[i + 1]);
   }
   out.push('x-forwarded-for', options.forwardedFor, 'x-forwarded-proto', options.forwardedProto, 'x-request-id', requestId);
   if (options.forwardedHost !== undefined) out.push('x-forwarded-host', options.forwardedHost);
