@@ -116,7 +116,8 @@ function toVerdict(route: CompiledRoute, checks: readonly LimitCheck[], decision
   return route.mode === 'shadow' ? { action: 'shadow', reason, report: rateReport } : { action: 'refuse', reason, report: rateReport };
 }
 
-const NO_LIMIT: Verdict = Object.freeze({ action: 'allow', reason: 'no_applicable_limit' });
+/** The verdict for a request no limit applies to (also: no route, allowlisted). */
+export const NO_LIMIT: Verdict = Object.freeze({ action: 'allow', reason: 'no_applicable_limit' });
 const STORE_ALLOW: Verdict = Object.freeze({ action: 'allow', reason: 'store_error_allow' });
 const STORE_DENY: Verdict = Object.freeze({ action: 'refuse', reason: 'store_unavailable' });
 

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { RateReport, Verdict } from '../limiter/limiter.js';
-import { buildChecks, type Limiter } from '../limiter/limiter.js';
+import { buildChecks, NO_LIMIT, type Limiter } from '../limiter/limiter.js';
 import type { Decision, Metrics } from '../observability/metrics.js';
 import type { ViolationLog } from '../observability/violations.js';
 import { ANONYMOUS, type ClientAddress, type CompiledPolicy, type CompiledRoute, type Identity } from '../policy/types.js';
@@ -27,7 +27,6 @@ export interface DecideDeps {
   readonly clock: () => number;
 }
 
-const BYPASS: Verdict = Object.freeze({ action: 'allow', reason: 'no_applicable_limit' });
 const REQUEST_ID = /^[A-Za-z0-9._:\-]{1,128}$/;
 export const UNMATCHED_ROUTE = '_unmatched';
 
@@ -46,7 +45,7 @@ export function evaluate(policy: CompiledPolicy, deps: DecideDeps, req: Incoming
   const client = policy.clientIp.resolve(req.socket.remoteAddress, req.headers['x-forwarded-for']);
   const route = policy.router.match(req.method ?? 'GET', req.url ?? '/', isUpgrade);
   if (route === undefined) {
-    return { requestId, route, client, identity: ANONYMOUS, verdict: BYPASS, decision: 'bypassed', now: 0 };
+    return { requestId, route, client, identity: ANONYMOUS, verdict: NO_LIMIT, decision: 'bypassed', now: 0 };
   }
   const started = performance.now();
   const identity = policy.identity === null ? ANONYMOUS : policy.identity.resolve(req.headers, client.peerTrusted);
@@ -67,7 +66,7 @@ function limit(
   started: number,
 ): Evaluation | Promise<Evaluation> {
   if (policy.allow.isAllowed(client, identity)) {
-    return { requestId, route, client, identity, verdict: BYPASS, decision: 'bypassed', now: 0 };
+    return { requestId, route, client, identity, verdict: NO_LIMIT, decision: 'bypassed', now: 0 };
   }
   const checks = buildChecks(route, client, identity, req.headers);
   const now = deps.clock();
@@ -105,12 +104,11 @@ function settle(
       decision = verdict.reason === 'store_unavailable' ? 'store_error' : verdict.reason === 'blocked' ? 'blocked' : 'limited';
       break;
   }
-  if (verdict.action !== 'allow' && verdict.reason !== 'store_unavailable') {
-    recordViolations(deps, requestId, route, client, identity, verdict.report, verdict.action === 'shadow', now);
-  }
-  if (verdict.action !== 'refuse' || verdict.reason !== 'store_unavailable') {
-    const report = 'report' in verdict ? verdict.report : undefined;
-    if (report?.degraded) decision = 'store_error';
+  const report = 'report' in verdict ? verdict.report : undefined;
+  if (report !== undefined) {
+    if (verdict.action !== 'allow') recordViolations(deps, requestId, route, client, identity, report, verdict.action === 'shadow', now);
+    // Decided by the local fallback because the shared store failed: counted as a store error.
+    if (report.degraded) decision = 'store_error';
   }
   return { requestId, route, client, identity, verdict, decision, now };
 }

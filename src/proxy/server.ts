@@ -45,8 +45,11 @@ function appendTo(existing: string | string[] | undefined, value: string, truste
   return `${typeof existing === 'string' ? existing : existing.join(', ')}, ${value}`;
 }
 
+const STATUS_CLASSES = ['error', '1xx', '2xx', '3xx', '4xx', '5xx'];
+
+/** `2xx`... label for a status, without building a string per request. */
 function statusClass(status: number): string {
-  return status >= 100 && status < 600 ? `${Math.floor(status / 100)}xx` : 'error';
+  return status >= 100 && status < 600 ? STATUS_CLASSES[Math.floor(status / 100)] : 'error';
 }
 
 /** The response a refusing verdict gets; undefined when the request goes on. */
