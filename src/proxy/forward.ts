@@ -31,7 +31,7 @@ function isHopByHop(name: string): boolean {
   return HOP_BY_HOP_LENGTHS.has(name.length) && HOP_BY_HOP.has(name.toLowerCase());
 }
 
-/** Per-request data handed through undici's `opaque`, so no closure is created per request. */
+/** Per-request data the dispatch handler works on; `done` is shared, not a closure per request. */
 export interface ForwardContext {
   readonly res: ServerResponse;
   /** Headers Tollgate adds to the response (rate-limit headers, request id). */
@@ -247,9 +247,5 @@ export class HttpForwarder {
 
   async close(): Promise<void> {
     await this.#pool.close();
-  }
-
-  destroy(): void {
-    void this.#pool.destroy();
   }
 }
