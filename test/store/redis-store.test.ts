@@ -75,6 +75,10 @@ function check(limit: CompiledLimit, client: string, max = limit.limit): LimitCh
   return { limit, key: limit.keyPrefix + client, max };
 }
 
+async function storeErrors(metrics: Metrics): Promise<number> {
+  return (await metrics.storeErrors.get()).values.reduce((sum, v) => sum + v.value, 0);
+}
+
 function countAllowed(decisions: readonly StoreDecision[]): number {
   return decisions.filter((d) => d.allowed).length;
 }
@@ -154,6 +158,30 @@ describe('redis store: micro-batching', () => {
     // 64 decisions or 500 checks per call at most: 5 to 10 calls, not 300.
     const calls = store.roundTrips - trips;
     assert.ok(calls >= 5 && calls <= 10, `${calls} script calls`);
+  });
+});
+
+describe('redis store: deadline', () => {
+  it('a turn that blocks past the budget after the send does not turn a prompt reply into a store error', async (t) => {
+    const target = await requireSharedRedis(t);
+    if (target === undefined) return;
+    const metrics = createMetrics({ defaultMetrics: false });
+    // onError local would admit over the shared limit on a false timeout; deny makes it visible.
+    const store = await openStore(config(target, testPrefix('deadline'), { timeoutMs: 50, onError: 'deny' }), { metrics });
+    const limit = limitFixture({ routeId: 'deadline', limit: 5, windowMs: DAY_MS, algorithm: 'sliding-window' });
+    const errorsBefore = await storeErrors(metrics);
+    const pending = Array.from({ length: 8 }, () => store.decide([check(limit, '10.0.0.9')], Date.now()));
+    // Runs right after the store's flush (both are immediates, the flush queued first):
+    // the reply arrives while this turn spins, and the deadline has passed when it ends.
+    setImmediate(() => {
+      const until = performance.now() + 120;
+      while (performance.now() < until) {
+        // busy: a burst of requests or a long GC pause
+      }
+    });
+    const decisions = await Promise.all(pending);
+    assert.equal(countAllowed(decisions), 5);
+    assert.equal(await storeErrors(metrics), errorsBefore);
   });
 });
 
@@ -351,8 +379,7 @@ describe('redis store: NOSCRIPT', () => {
     const prefix = testPrefix('noscript');
     const [a, b] = await Promise.all([openStore(config(server, prefix), { metrics }), openStore(config(server, prefix), { metrics })]);
     const admin = inspector(server);
-    const errors = async (): Promise<number> => (await metrics.storeErrors.get()).values.reduce((sum, v) => sum + v.value, 0);
-    const errorsBefore = await errors(); // failed polls while connecting
+    const errorsBefore = await storeErrors(metrics); // failed polls while connecting
     const limit = limitFixture({ routeId: 'flush', limit: 1_000, windowMs: DAY_MS, algorithm: 'sliding-log' });
     let flushes = 0;
     const worker = async (store: RedisStore, n: number): Promise<StoreDecision[]> => {
@@ -374,6 +401,6 @@ describe('redis store: NOSCRIPT', () => {
     assert.ok(noscript !== null && Number(noscript[1]) > 0, 'no NOSCRIPT reply was provoked');
     assert.equal(results.length, 1_200);
     assert.equal(countAllowed(results), 1_000);
-    assert.equal(await errors(), errorsBefore);
+    assert.equal(await storeErrors(metrics), errorsBefore);
   });
 });

@@ -10,10 +10,12 @@ export function reconnectDelay(attempt: number): number {
   return capped + Math.floor(Math.random() * 100); // jitter: replicas do not reconnect in lockstep
 }
 
+const COMMAND_TIMEOUT_MARGIN_MS = 100;
+
 /**
  * Options that make every failure fast and visible instead of queued: no offline
  * queue, no per-request retries, no resend after a reconnect (a resent script would
- * count a request twice), a command timeout of the decision budget.
+ * count a request twice), a command timeout behind the decision budget.
  */
 function failFastOptions(config: RedisStoreConfig): RedisOptions {
   return {
@@ -21,7 +23,9 @@ function failFastOptions(config: RedisStoreConfig): RedisOptions {
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
     autoResendUnfulfilledCommands: false,
-    commandTimeout: config.timeoutMs,
+    // A backstop only: the store's own deadline (store.ts) bounds each decision and
+    // must run first, since a command rejected here loses a reply that was on its way.
+    commandTimeout: 2 * config.timeoutMs + COMMAND_TIMEOUT_MARGIN_MS,
     connectTimeout: Math.max(1_000, 20 * config.timeoutMs),
     // A socket that stops answering (hung server, lost peer) is dropped and redialled.
     socketTimeout: Math.max(2_000, 40 * config.timeoutMs),
@@ -61,7 +65,7 @@ export function createRedisClient(config: RedisStoreConfig): RedisClient {
     const { retryStrategy: _retry, enableOfflineQueue: _queue, ...redisOptions } = base;
     const options: ClusterOptions = {
       enableAutoPipelining: true,
-      enableOfflineQueue: false,
+        enableOfflineQueue: false,
       clusterRetryStrategy: reconnectDelay,
       // Decisions must never wait: MOVED/ASK are followed, but failover waits are short.
       retryDelayOnFailover: 50,

@@ -293,11 +293,16 @@ class RedisRateLimitStore implements RedisStore {
     // ioredis's commandTimeout cannot bound a call queued behind an auto-pipeline in
     // flight, nor a NOSCRIPT resend: this timer is the batch's hard deadline.
     const budget = Math.max(1, this.#timeoutMs - (performance.now() - queuedAt));
-    const timer = setTimeout(() => {
+    const expire = (): void => {
       if (settled) return;
       settled = true;
       this.#failBatch(batch, new Error(`redis timed out after ${this.#timeoutMs}ms`));
-    }, budget);
+    };
+    // After a turn that ran past the budget (a burst, a GC pause) this timer fires in the
+    // timers phase, before the poll phase reads a reply that may already be waiting:
+    // look once more after that poll, or our own slowness would pass as a Redis failure
+    // and send the batch to onError (with `local`, admitting over the shared limit).
+    const timer = setTimeout(() => setImmediate(expire), budget);
     reply.then(
       (value) => {
         if (settled) return;
