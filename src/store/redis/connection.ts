@@ -10,6 +10,14 @@ export function reconnectDelay(attempt: number): number {
   return capped + Math.floor(Math.random() * 100); // jitter: replicas do not reconnect in lockstep
 }
 
+/**
+ * The store sends its decide script once per event-loop turn, already holding every
+ * decision of that turn (store.ts). Auto-pipelining it again would only defer the write
+ * by one more turn (its own setImmediate) and allocate a pipeline per batch, so those
+ * calls go straight to the socket; other commands (heartbeat) keep auto-pipelining.
+ */
+const DIRECT_COMMANDS = ['evalsha', 'eval'];
+
 const COMMAND_TIMEOUT_MARGIN_MS = 100;
 
 /**
@@ -20,6 +28,7 @@ const COMMAND_TIMEOUT_MARGIN_MS = 100;
 function failFastOptions(config: RedisStoreConfig): RedisOptions {
   return {
     enableAutoPipelining: true,
+    autoPipeliningIgnoredCommands: DIRECT_COMMANDS,
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
     autoResendUnfulfilledCommands: false,
@@ -65,7 +74,8 @@ export function createRedisClient(config: RedisStoreConfig): RedisClient {
     const { retryStrategy: _retry, enableOfflineQueue: _queue, ...redisOptions } = base;
     const options: ClusterOptions = {
       enableAutoPipelining: true,
-        enableOfflineQueue: false,
+      autoPipeliningIgnoredCommands: DIRECT_COMMANDS,
+      enableOfflineQueue: false,
       clusterRetryStrategy: reconnectDelay,
       // Decisions must never wait: MOVED/ASK are followed, but failover waits are short.
       retryDelayOnFailover: 50,

@@ -290,8 +290,8 @@ class RedisRateLimitStore implements RedisStore {
     }
     this.#roundTrips++;
     let settled = false;
-    // ioredis's commandTimeout cannot bound a call queued behind an auto-pipeline in
-    // flight, nor a NOSCRIPT resend: this timer is the batch's hard deadline.
+    // This timer is the batch's hard deadline: ioredis's commandTimeout is only a
+    // backstop (connection.ts) and does not bound a NOSCRIPT resend.
     const budget = Math.max(1, this.#timeoutMs - (performance.now() - queuedAt));
     const expire = (): void => {
       if (settled) return;
@@ -361,8 +361,8 @@ class RedisRateLimitStore implements RedisStore {
    * EVALSHA, resent as EVAL on NOSCRIPT (a SCRIPT FLUSH or a restarted Redis; the
    * script did not run). Not a `defineCommand` script: those need a fixed key count,
    * and defining one for a new count while an auto-pipeline is open misaligns that
-   * pipeline's replies. EVALSHA is a known command, so Cluster and auto-pipelining
-   * route it by its first key.
+   * pipeline's replies. EVALSHA is a known command, so Cluster routes it by its first
+   * key (a batch holds one hash tag). It is not auto-pipelined (connection.ts).
    */
   #evalDecide(args: (string | number)[], keyCount: number): Promise<unknown> {
     const client = this.#client;
