@@ -5,6 +5,7 @@ import type { Verdict } from '../../limiter/algorithms/index.js';
 import type { Logger } from '../../observability/logger.js';
 import type { Metrics } from '../../observability/metrics.js';
 import { MemoryStore, outcome } from '../memory.js';
+import type { CompiledLimit } from '../../policy/types.js';
 import type { LimitCheck, LimitOutcome, RateLimitStore, StoreDecision } from '../types.js';
 import { StoreUnavailableError } from '../types.js';
 import { BlockCache } from './block-cache.js';
@@ -117,6 +118,8 @@ class RedisRateLimitStore implements RedisStore {
   #queuedAt = 0;
   #fallback: MemoryStore | undefined;
   #requestSeq = 0;
+  /** Spec argument per compiled limit (see #spec); weak, so a reloaded policy's limits go. */
+  readonly #specs = new WeakMap<CompiledLimit, { max: number; spec: string }>();
   #roundTrips = 0;
   #lastError = '';
   /** Rejection shared by every decision the open breaker skips (an Error per request would cost its stack). */
@@ -374,7 +377,7 @@ class RedisRateLimitStore implements RedisStore {
 
   /** KEYS then ARGV of the decide script for a batch (layout documented in scripts.ts). */
   #args(batch: readonly PendingDecision[], checkCount: number): (string | number)[] {
-    const args: (string | number)[] = new Array(6 * checkCount + 2 * batch.length + 2);
+    const args: (string | number)[] = new Array(3 * checkCount + 2 * batch.length + 2);
     const prefix = this.#prefix;
     let a = 0;
     for (let d = 0; d < batch.length; d++) {
@@ -392,16 +395,23 @@ class RedisRateLimitStore implements RedisStore {
       const { checks, now } = batch[d];
       args[a++] = serverClock ? '' : now;
       args[a++] = checks.length;
-      for (let i = 0; i < checks.length; i++) {
-        const check = checks[i];
-        const limit = check.limit;
-        args[a++] = ALGORITHMS[limit.algorithm].code;
-        args[a++] = check.max;
-        args[a++] = limit.windowMs;
-        args[a++] = limit.blockMs;
-      }
+      for (let i = 0; i < checks.length; i++) args[a++] = this.#spec(checks[i]);
     }
     return args;
+  }
+
+  /**
+   * A check's spec argument, "code max windowMs blockMs". Kept per limit for the last
+   * `max` asked (the tier's or the divided limit can differ per request), so the common
+   * case builds no string.
+   */
+  #spec(check: LimitCheck): string {
+    const limit = check.limit;
+    const cached = this.#specs.get(limit);
+    if (cached !== undefined && cached.max === check.max) return cached.spec;
+    const spec = `${ALGORITHMS[limit.algorithm].code} ${check.max} ${limit.windowMs} ${limit.blockMs}`;
+    this.#specs.set(limit, { max: check.max, spec });
+    return spec;
   }
 
   /** Splits the script's reply for a batch (`checkCount` checks in all) into its decisions. */
