@@ -21,8 +21,13 @@ describe('redis scripts registry', () => {
       for (const match of lua.matchAll(/call\('(\w+)',\s*([^,)]+)/g)) {
         const [, command, firstArg] = match;
         if (command === 'TIME') continue;
-        assert.match(firstArg.trim(), /^(KEYS\[[^\]]+\]|key)$/, `${command} must name a key from KEYS, got ${firstArg}`);
+        assert.match(firstArg.trim(), /^(KEYS\[[^\]]+\]|key|blockKeys\[i\])$/, `${command} must name a key from KEYS, got ${firstArg}`);
       }
+      // The names above hold only KEYS entries (`keys[i]` keeps each check's `key`).
+      for (const match of lua.matchAll(/\b(key|blockKeys\[i\])\s*=\s*([^\n]+)/g)) {
+        assert.match(match[2].trim(), /^(KEYS\[[^\]]+\]|keys\[i\])$/, `${match[1]} must be assigned from KEYS, got ${match[2]}`);
+      }
+      for (const match of lua.matchAll(/\bkeys\[i\]\s*=\s*([^\n]+)/g)) assert.equal(match[1].trim(), 'key');
     });
   }
 

@@ -230,26 +230,77 @@ describe('redis store: keys', () => {
       cursor = next;
       keys.push(...batch);
     } while (cursor !== '0');
-    // 4 states, 4 blocks, the ready probe's state, the replicas set.
-    assert.equal(keys.filter((k) => k.endsWith(':b')).length, 4, keys.join(' '));
-    assert.ok(keys.length >= 10, keys.join(' '));
+    // 4 states (three holding their block), sliding-log's block key, the ready probe's
+    // state, the replicas set.
+    assert.deepEqual(
+      keys.filter((k) => k.endsWith(':b')),
+      [prefix + '{ttl}:l1:60000:sl:client:b'],
+    );
+    assert.ok(keys.length >= 7, keys.join(' '));
     for (const key of keys) {
       const ttl = await redis.pttl(key);
       assert.ok(ttl > 0, `${key} has PTTL ${ttl}`);
     }
   });
 
-  it('keys are prefix + the check key, the block key in the same cluster slot (hash tag)', async (t) => {
+  it('keys are prefix + the check key; a block lives in its state string, or (sliding-log) in a key of the same slot', async (t) => {
     const target = await requireSharedRedis(t);
     if (target === undefined) return;
     const prefix = testPrefix('names');
     const store = await openStore(config(target, prefix));
-    const limit = limitFixture({ routeId: 'names', limit: 1, windowMs: 60_000, blockMs: 5_000, algorithm: 'fixed-window' });
-    await store.decide([check(limit, '10.1.1.1')], Date.now());
-    await store.decide([check(limit, '10.1.1.1')], Date.now());
+    const window = limitFixture({ routeId: 'names', limit: 1, windowMs: 60_000, blockMs: 5_000, algorithm: 'fixed-window' });
+    const log = limitFixture({ routeId: 'names', by: 'user', limit: 1, windowMs: 60_000, blockMs: 5_000, algorithm: 'sliding-log', index: 1 });
+    for (const limit of [window, log]) {
+      await store.decide([check(limit, '10.1.1.1')], Date.now());
+      const refused = await store.decide([check(limit, '10.1.1.1')], Date.now());
+      assert.equal(refused.outcomes[0].blockStarted, true);
+    }
     const redis = inspector(target);
-    assert.equal(await redis.exists(prefix + '{names}:ip:60000:fw:10.1.1.1'), 1);
-    assert.equal(await redis.exists(prefix + '{names}:ip:60000:fw:10.1.1.1:b'), 1);
+    const value = (await redis.get(prefix + '{names}:ip:60000:fw:10.1.1.1'))!;
+    assert.match(value, /^b\d+ \d+ 1$/);
+    const [blockedUntil, windowStart, count] = value.slice(1).split(' ').map(Number);
+    assert.ok(blockedUntil > Date.now() + 3_000 && blockedUntil <= Date.now() + 5_000, `blocked until ${blockedUntil}`);
+    assert.equal(windowStart % 60_000, 0);
+    assert.equal(count, 1);
+    assert.equal(await redis.exists(prefix + '{names}:ip:60000:fw:10.1.1.1:b'), 0);
+    assert.equal(await redis.type(prefix + '{names}:user:60000:sl:10.1.1.1'), 'zset');
+    assert.equal(await redis.exists(prefix + '{names}:user:60000:sl:10.1.1.1:b'), 1);
+  });
+
+  it('a state value in another form (older layout, a stray write) reads as no state and is replaced, without an error', async (t) => {
+    const target = await requireSharedRedis(t);
+    if (target === undefined) return;
+    const prefix = testPrefix('foreign');
+    const store = await openStore(config(target, prefix));
+    const redis = inspector(target);
+    for (const [index, algorithm] of (['fixed-window', 'sliding-window', 'token-bucket'] as const).entries()) {
+      const limit = limitFixture({ routeId: 'foreign', by: `l${index}`, limit: 3, windowMs: 60_000, algorithm, index });
+      const key = prefix + limit.keyPrefix + 'c';
+      await redis.set(key, '1700000000000 42', 'PX', 60_000); // two numbers, no block field
+      const decision = await store.decide([check(limit, 'c')], Date.now());
+      assert.equal(decision.allowed, true, algorithm);
+      assert.equal(decision.outcomes[0].remaining, 2, algorithm);
+      assert.match((await redis.get(key))!, /^b0 /, algorithm);
+    }
+  });
+
+  it('a block longer than its window keeps the state key until the block ends; the counts stay', async (t) => {
+    const target = await requireSharedRedis(t);
+    if (target === undefined) return;
+    const prefix = testPrefix('long-block');
+    const store = await openStore(config(target, prefix));
+    const limit = limitFixture({ routeId: 'long', limit: 2, windowMs: 1_000, blockMs: 600_000, algorithm: 'token-bucket' });
+    const decisions = [];
+    for (let i = 0; i < 3; i++) decisions.push(await store.decide([check(limit, 'c')], Date.now()));
+    assert.deepEqual(decisions.map((d) => d.allowed), [true, true, false]);
+    const redis = inspector(target);
+    const key = prefix + '{long}:ip:1000:tb:c';
+    assert.ok((await redis.pttl(key)) > 590_000, 'the state key lives as long as the block');
+    const [, units] = (await redis.get(key))!.split(' ').map(Number);
+    assert.ok(units < 1_000, `the refused request took no token and the bucket is not reset: ${units}`);
+    const again = await store.decide([check(limit, 'c')], Date.now());
+    assert.equal(again.allowed, false);
+    assert.ok(again.outcomes[0].retryAfterMs > 590_000);
   });
 });
 

@@ -17,8 +17,12 @@
  * expiry (SET ... PX, ZADD + PEXPIRE in the same script).
  */
 export const DECIDE_LUA = `-- tollgate decide (batched)
--- KEYS        per check, in decision order: state ("n n ..." %.17g numbers, or a ZSET
---             for sliding-log), then block (blocked-until ms)
+-- KEYS        per check, in decision order: its state key. fixed-window, sliding-window
+--             and token-bucket keep their block in the same string ("b<blockedUntil> n n
+--             [n]", %.17g numbers, blockedUntil 0 = none): one key and one GET per check.
+--             A value in any other form reads as no state (and is overwritten).
+--             sliding-log's state is a ZSET, so its block follows as a second key
+--             (a string: blocked-until ms).
 -- ARGV[1]     ms added to every TTL (slack for clock: local; 0 with TIME)
 -- ARGV[2]     batch id, unique across replicas (sliding-log members)
 -- then per decision: now in ms ('' = the server clock, TIME, read once per batch),
@@ -43,35 +47,54 @@ local function fmt(x) return format('%.17g', x) end
 
 -- String states are parsed once and then kept here (every write updates them), so a
 -- key named twice in a batch is consumed twice, as MemoryStore does with its shared
--- state object.
+-- state object. A state is {n, n, n?, blk = blocked-until}; st[1] is nil for a key
+-- with no counter state (absent, or holding only a block).
 local states = {}
 local function load(key)
   local st = states[key]
   if st ~= nil then return st end
+  st = {blk = 0}
   local v = call('GET', key)
   if v then
-    local a, b, c = match(v, '^(%S+) (%S+) ?(%S*)$')
-    st = {tonumber(a), tonumber(b), tonumber(c)}
-  else
-    st = false
+    local b, x, y, z = match(v, '^b(%S+) ?(%S*) ?(%S*) ?(%S*)$')
+    if b then
+      st.blk = tonumber(b) or 0
+      st[1], st[2], st[3] = tonumber(x), tonumber(y), tonumber(z)
+    end
   end
   states[key] = st
   return st
 end
+-- Counting happens only when no limit of the decision is blocked: the stored block
+-- (if any) has ended, so it is dropped.
 local function store2(key, a, b, ttl)
-  states[key] = {a, b}
-  call('SET', key, format('%.17g %.17g', a, b), 'PX', ceil(ttl + slack))
+  states[key] = {a, b, blk = 0}
+  call('SET', key, format('b0 %.17g %.17g', a, b), 'PX', ceil(ttl + slack))
 end
 local function store3(key, a, b, c, ttl)
-  states[key] = {a, b, c}
-  call('SET', key, format('%.17g %.17g %.17g', a, b, c), 'PX', ceil(ttl + slack))
+  states[key] = {a, b, c, blk = 0}
+  call('SET', key, format('b0 %.17g %.17g %.17g', a, b, c), 'PX', ceil(ttl + slack))
+end
+-- Starts a block on a string state: the counts are kept as they are, and the key lives
+-- until the later of its own expiry and the block's end.
+local function storeBlock(key, untilMs, blockMs)
+  local st = load(key)
+  st.blk = untilMs
+  local v
+  if st[1] == nil then v = 'b' .. fmt(untilMs)
+  elseif st[3] == nil then v = format('b%.17g %.17g %.17g', untilMs, st[1], st[2])
+  else v = format('b%.17g %.17g %.17g %.17g', untilMs, st[1], st[2], st[3]) end
+  local ttl = ceil(blockMs + slack)
+  local left = call('PTTL', key)
+  if left > ttl then ttl = left end
+  call('SET', key, v, 'PX', ttl)
 end
 
 -- fixed-window: {start, count}
 local function fwPeek(st, mx, w)
   local start = now - fmod(now, w)
   local count = 0
-  if st and st[1] == start then count = st[2] end
+  if st[1] == start then count = st[2] end
   local resetAt = start + w
   if count + 1 <= mx then return {1, mx - count - 1, resetAt, 0, count + 1} end
   return {0, 0, resetAt, resetAt - now, count}
@@ -79,14 +102,14 @@ end
 local function fwConsume(key, st, mx, w)
   local start = now - fmod(now, w)
   local count = 0
-  if st and st[1] == start then count = st[2] end
+  if st[1] == start then count = st[2] end
   store2(key, start, count + 1, max(1, start + w - now))
 end
 
 -- sliding-window: {start, cur, prev}
 local function swRotate(st, w)
   local start = now - fmod(now, w)
-  if not st or st[1] < start - w or st[1] > start then return start, 0, 0 end
+  if st[1] == nil or st[1] < start - w or st[1] > start then return start, 0, 0 end
   if st[1] == start then return start, st[2], st[3] end
   return start, 0, st[2]
 end
@@ -117,7 +140,7 @@ end
 
 -- token-bucket: {units, at}; one token = w units, so every quantity is an integer
 local function tbAvailable(st, mx, w)
-  if not st then return mx * w end
+  if st[1] == nil then return mx * w end
   local elapsed = 0
   if now > st[2] then elapsed = now - st[2] end
   return min(mx * w, st[1] + elapsed * mx)
@@ -134,7 +157,7 @@ end
 local function tbConsume(key, st, mx, w)
   local units = tbAvailable(st, mx, w) - w
   local at = now
-  if st then at = max(now, st[2]) end
+  if st[1] ~= nil then at = max(now, st[2]) end
   store2(key, units, at, max(1, ceil((mx * w - tbAvailable({units, at}, mx, w)) / mx)))
 end
 
@@ -171,18 +194,28 @@ local function spec(s)
   return sp
 end
 
--- One decision: its keys start after KEYS[k], its checks' args at ARGV[a].
+-- One decision: its keys start after KEYS[k], its checks' args at ARGV[a]. Returns an
+-- error reply, or nil and the index of its last key.
 local function decide(k, a, n, rid)
   -- 1. read every block and state and peek every limit
-  local verdicts, blocked, checks = {}, {}, {}
+  local verdicts, blocked, checks, keys, blockKeys = {}, {}, {}, {}, {}
   local allowed = true
   for i = 1, n do
     local sp = spec(ARGV[a + i - 1])
     if not sp then return redis.error_reply('tollgate: bad check spec ' .. tostring(ARGV[a + i - 1])) end
     checks[i] = sp
     local code, mx, w = sp[1], sp[2], sp[3]
-    local key = KEYS[k + 2 * i - 1]
-    local untilMs = tonumber(call('GET', KEYS[k + 2 * i]) or 0)
+    k = k + 1
+    local key = KEYS[k]
+    keys[i] = key
+    local untilMs
+    if code == 'sl' then
+      k = k + 1
+      blockKeys[i] = KEYS[k]
+      untilMs = tonumber(call('GET', KEYS[k]) or 0)
+    else
+      untilMs = load(key).blk
+    end
     if untilMs > now then blocked[i] = untilMs else blocked[i] = 0 end
     local v
     if code == 'sw' then v = swPeek(load(key), mx, w)
@@ -198,7 +231,7 @@ local function decide(k, a, n, rid)
   for i = 1, n do
     local sp = checks[i]
     local code, mx, w, blockMs = sp[1], sp[2], sp[3], sp[4]
-    local key = KEYS[k + 2 * i - 1]
+    local key = keys[i]
     local v = verdicts[i]
     local started = 0
     if allowed then
@@ -208,12 +241,13 @@ local function decide(k, a, n, rid)
       else slConsume(key, mx, w, rid .. ':' .. i) end
     elseif blocked[i] == 0 and v[1] == 0 and blockMs > 0 then
       blocked[i] = now + blockMs
-      call('SET', KEYS[k + 2 * i], fmt(blocked[i]), 'PX', ceil(blockMs + slack))
+      if code == 'sl' then call('SET', blockKeys[i], fmt(blocked[i]), 'PX', ceil(blockMs + slack))
+      else storeBlock(key, blocked[i], blockMs) end
       started = 1
     end
     out[#out + 1] = format('%d %d %.17g %.17g %d %.17g %d', v[1], v[2], v[3], v[4], v[5], blocked[i], started)
   end
-  return nil
+  return nil, k
 end
 
 local k, a, d = 0, 3, 0
@@ -229,9 +263,9 @@ while a <= #ARGV do
   end
   now = t
   local n = tonumber(ARGV[a + 1])
-  local failed = decide(k, a + 2, n, bid .. ':' .. d)
+  local failed, last = decide(k, a + 2, n, bid .. ':' .. d)
   if failed then return failed end
-  k = k + 2 * n
+  k = last
   a = a + 2 + n
 end
 out[1] = fmt(serverNow or 0)
@@ -258,6 +292,6 @@ return redis.call('ZCARD', KEYS[1])
 
 /** sha1 of each script (what EVALSHA sends); pinned so a stale edit is caught offline. */
 export const SCRIPT_SHA1 = Object.freeze({
-  decide: '5b80c51b879ab6f1be68eb6cf1b8ed0369291ff0',
+  decide: '8e3e6c2c4d50a9a0c0f8fb052356b0a9ef4405e1',
   heartbeat: '56f1982dd4dd0c0603bab9afbcd52b25bd1db1e4',
 });

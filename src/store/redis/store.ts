@@ -286,7 +286,8 @@ class RedisRateLimitStore implements RedisStore {
   #send(batch: readonly PendingDecision[], checks: number, queuedAt: number): void {
     let reply: Promise<unknown>;
     try {
-      reply = this.#evalDecide(this.#args(batch, checks), 2 * checks);
+      const args = this.#args(batch, checks);
+      reply = this.#evalDecide(args, args.length - 2 * batch.length - 2 - checks);
     } catch (error) {
       this.#failBatch(batch, error);
       return;
@@ -377,15 +378,21 @@ class RedisRateLimitStore implements RedisStore {
 
   /** KEYS then ARGV of the decide script for a batch (layout documented in scripts.ts). */
   #args(batch: readonly PendingDecision[], checkCount: number): (string | number)[] {
-    const args: (string | number)[] = new Array(3 * checkCount + 2 * batch.length + 2);
     const prefix = this.#prefix;
+    // One key per check; sliding-log (a ZSET) adds its block key.
+    let keyCount = checkCount;
+    for (let d = 0; d < batch.length; d++) {
+      const checks = batch[d].checks;
+      for (let i = 0; i < checks.length; i++) if (checks[i].limit.algorithm === 'sliding-log') keyCount++;
+    }
+    const args: (string | number)[] = new Array(keyCount + checkCount + 2 * batch.length + 2);
     let a = 0;
     for (let d = 0; d < batch.length; d++) {
       const checks = batch[d].checks;
       for (let i = 0; i < checks.length; i++) {
         const key = prefix + checks[i].key;
         args[a++] = key;
-        args[a++] = key + ':b';
+        if (checks[i].limit.algorithm === 'sliding-log') args[a++] = key + ':b';
       }
     }
     args[a++] = this.#ttlSlack;
