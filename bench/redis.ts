@@ -55,7 +55,7 @@ export interface RedisCounters {
   scripts: number;
   /**
    * Socket reads the server processed (`total_reads_processed`): network round trips as
-   * Redis sees them; below one per decision when auto-pipelining batches commands.
+   * Redis sees them; below one per decision when decisions are batched.
    */
   reads: number;
 }

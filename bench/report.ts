@@ -15,7 +15,7 @@ export interface ThroughputRow {
   errors: number;
   /** Scripts (EVALSHA/EVAL) Redis ran per request (Redis store only; target 1). */
   redisScriptsPerRequest?: number;
-  /** Socket reads Redis processed per request: network round trips after auto-pipelining. */
+  /** Socket reads Redis processed per request: network round trips after batching. */
   redisReadsPerRequest?: number;
 }
 
@@ -96,7 +96,7 @@ export function printReport(r: Results): void {
   const redisRow = r.throughput.find((row) => row.id === 'tollgate-redis');
   if (redisRow?.redisScriptsPerRequest !== undefined) {
     out.push(`Redis scripts per request       ${f2(redisRow.redisScriptsPerRequest).padEnd(22)} target <= 1     ${verdict(redisRow.redisScriptsPerRequest <= 1.01)}  (micro-batched)`);
-    out.push(`Redis socket reads per request  ${f2(redisRow.redisReadsPerRequest ?? Number.NaN).padEnd(22)} (round trips seen by Redis; < 1 = auto-pipelined)`);
+    out.push(`Redis socket reads per request  ${f2(redisRow.redisReadsPerRequest ?? Number.NaN).padEnd(22)} (round trips seen by Redis; < 1 = several decisions per call)`);
   }
   if (uh) out.push(`undici / http-proxy passthrough ${spread(uh, f2)}`);
   out.push('');
