@@ -26,7 +26,9 @@ const PROXY_CPU = 1;
 const HARD_LIMIT_MS = 175_000; // the whole bench must stop by itself within 3 minutes
 
 interface Plan {
+  /** Throughput rounds: every configuration once per round; ratios are paired per round. */
   rounds: number;
+  latencyRounds: number;
   durationS: number;
   warmupS: number;
   latencyS: number;
@@ -39,8 +41,8 @@ interface Plan {
   storeClients: number;
 }
 
-const FULL: Plan = { rounds: 3, durationS: 4, warmupS: 2, latencyS: 3, memoryClients: 200_000, memoryPhaseS: 20, storeClients: 200_000 };
-const QUICK: Plan = { rounds: 1, durationS: 2, warmupS: 1, latencyS: 2, memoryClients: 20_000, memoryPhaseS: 3, storeClients: 50_000 };
+const FULL: Plan = { rounds: 5, latencyRounds: 3, durationS: 3, warmupS: 2, latencyS: 3, memoryClients: 200_000, memoryPhaseS: 16, storeClients: 200_000 };
+const QUICK: Plan = { rounds: 1, latencyRounds: 1, durationS: 2, warmupS: 1, latencyS: 2, memoryClients: 20_000, memoryPhaseS: 3, storeClients: 50_000 };
 const CONNECTIONS = 50;
 const LATENCY_CONNECTIONS = 16;
 const LATENCY_RATE = 1000; // req/s
@@ -150,7 +152,7 @@ async function throughput(targets: Target[], plan: Plan): Promise<Map<string, Sa
 /** Paced runs (~LATENCY_RATE req/s) over direct, the bare passthrough and Tollgate, rotating. */
 async function latency(targets: Target[], plan: Plan): Promise<Results['latency']> {
   const runs = new Map<string, LoadResult[]>(targets.map((t) => [t.id, []]));
-  for (let round = 0; round < plan.rounds; round++) {
+  for (let round = 0; round < plan.latencyRounds; round++) {
     for (const target of rotate(targets, round)) runs.get(target.id)!.push(await load(target, plan.latencyS, true));
   }
   const rows = targets.map((t) => {
@@ -169,7 +171,7 @@ async function latency(targets: Target[], plan: Plan): Promise<Results['latency'
     rate: LATENCY_RATE,
     connections: LATENCY_CONNECTIONS,
     durationS: plan.latencyS,
-    rounds: plan.rounds,
+    rounds: plan.latencyRounds,
     rows,
     addedP99Ms: p99('tollgate-memory') - p99('direct'),
     passthroughAddedP99Ms: p99('undici') - p99('direct'),
