@@ -4,8 +4,8 @@ import { ALGORITHMS } from '../../limiter/algorithms/index.js';
 import type { Verdict } from '../../limiter/algorithms/index.js';
 import type { Logger } from '../../observability/logger.js';
 import type { Metrics } from '../../observability/metrics.js';
-import { MemoryStore, outcome } from '../memory.js';
 import type { CompiledLimit } from '../../policy/types.js';
+import { MemoryStore, outcome } from '../memory.js';
 import type { LimitCheck, LimitOutcome, RateLimitStore, StoreDecision } from '../types.js';
 import { StoreUnavailableError } from '../types.js';
 import { BlockCache } from './block-cache.js';
@@ -286,8 +286,8 @@ class RedisRateLimitStore implements RedisStore {
   #send(batch: readonly PendingDecision[], checks: number, queuedAt: number): void {
     let reply: Promise<unknown>;
     try {
-      const args = this.#args(batch, checks);
-      reply = this.#evalDecide(args, args.length - 2 * batch.length - 2 - checks);
+      const keyCount = this.#keyCount(batch, checks);
+      reply = this.#evalDecide(this.#args(batch, checks, keyCount), keyCount);
     } catch (error) {
       this.#failBatch(batch, error);
       return;
@@ -376,15 +376,19 @@ class RedisRateLimitStore implements RedisStore {
     });
   }
 
-  /** KEYS then ARGV of the decide script for a batch (layout documented in scripts.ts). */
-  #args(batch: readonly PendingDecision[], checkCount: number): (string | number)[] {
-    const prefix = this.#prefix;
-    // One key per check; sliding-log (a ZSET) adds its block key.
+  /** Keys of a batch: one per check, and sliding-log (a ZSET) adds its block key. */
+  #keyCount(batch: readonly PendingDecision[], checkCount: number): number {
     let keyCount = checkCount;
     for (let d = 0; d < batch.length; d++) {
       const checks = batch[d].checks;
       for (let i = 0; i < checks.length; i++) if (checks[i].limit.algorithm === 'sliding-log') keyCount++;
     }
+    return keyCount;
+  }
+
+  /** KEYS then ARGV of the decide script for a batch (layout documented in scripts.ts). */
+  #args(batch: readonly PendingDecision[], checkCount: number, keyCount: number): (string | number)[] {
+    const prefix = this.#prefix;
     const args: (string | number)[] = new Array(keyCount + checkCount + 2 * batch.length + 2);
     let a = 0;
     for (let d = 0; d < batch.length; d++) {
