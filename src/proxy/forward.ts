@@ -37,7 +37,10 @@ export interface ForwardContext {
   /** Headers Tollgate adds to the response (rate-limit headers, request id). */
   readonly responseHeaders: Record<string, string> | null;
   readonly requestId: string;
-  /** Called once: the upstream status (0 on error) and the error kind, if any. */
+  /**
+   * Called once: the upstream status (0 when no response head arrived) and the error
+   * kind, if any (with a status: the body failed after the head was sent on).
+   */
   readonly done: (ctx: ForwardContext, status: number, failure: ForwardFailure | null, headersAt: number) => void;
   /** True once the server drains: the response then tells the client to close the connection. */
   readonly draining: () => boolean;
@@ -180,8 +183,9 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     if (ctx === null) return;
     if (ctx.res.headersSent) {
       // Mid-body failure: the status line is gone; cut the connection so the client sees it.
+      // The upstream's own failure (not our abort for a client that left) is reported.
       ctx.res.destroy();
-      ctx.done(ctx, ctx.status, ctx.res.writableFinished ? null : 'client_closed', ctx.headersAt);
+      ctx.done(ctx, ctx.status, classify(error), ctx.headersAt);
       return;
     }
     ctx.done(ctx, 0, classify(error), ctx.headersAt);

@@ -86,6 +86,9 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
       }
       return;
     }
+    if (failure !== null) {
+      logger.error({ event: 'upstream_error', route: fwd.routeId, code: 'UPSTREAM_UNAVAILABLE', status, requestId: ctx.requestId }, 'upstream response failed mid-body');
+    }
     metrics.hot.upstream(fwd.routeId, statusClass(status), (headersAt - fwd.startedAt) / 1000);
   };
 

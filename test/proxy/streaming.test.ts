@@ -82,17 +82,23 @@ describe('forwarder streaming', () => {
     assert.match(inflight, /tollgate_inflight_requests 0/);
   });
 
-  it('an upstream that dies mid-body cuts the client connection instead of hanging it', async () => {
+  it('an upstream that dies mid-body cuts the client connection instead of hanging it, and is logged', async () => {
+    let status: number | undefined;
     const outcome = await new Promise<string>((resolve) => {
       http.get(`${tg.url}/die-mid-body`, (res) => {
-        assert.equal(res.statusCode, 200);
+        status = res.statusCode;
         res.on('data', () => {});
         res.on('end', () => resolve('ended'));
         res.on('error', () => resolve('error'));
         res.on('aborted', () => resolve('aborted'));
       }).on('error', () => resolve('error'));
     });
+    assert.equal(status, 200);
     assert.notEqual(outcome, 'ended');
+    const logged = tg.logs.events('upstream_error');
+    assert.equal(logged.length, 1, JSON.stringify(tg.logs.lines));
+    assert.equal(logged[0].status, 200);
+    assert.equal(logged[0].route, 'all');
   });
 
   it('a streamed (chunked) request body reaches the upstream intact', async () => {
