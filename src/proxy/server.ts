@@ -181,7 +181,12 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
         ev.then(
           (e) => {
             evaluated = e;
-            act(active, req, res, e, expectsContinue);
+            // Not covered by the catch below: a throw here would be an unhandled rejection.
+            try {
+              act(active, req, res, e, expectsContinue);
+            } catch (error) {
+              fail(req, res, error);
+            }
           },
           (error: unknown) => fail(req, res, error),
         );
@@ -201,15 +206,18 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
       return;
     }
     const active = deps.active();
-    let ev: Evaluation | Promise<Evaluation>;
-    try {
-      ev = evaluate(active.policy, deps, req, true);
-    } catch (error) {
+    const failUpgrade = (error: unknown): void => {
       logger.error({ event: 'internal_error', err: error }, 'upgrade failed inside tollgate');
       socket.destroy();
-      return;
-    }
+    };
     const go = (e: Evaluation): void => {
+      try {
+        relay(e);
+      } catch (error) {
+        failUpgrade(error);
+      }
+    };
+    const relay = (e: Evaluation): void => {
       metrics.hot.request(e.route?.id ?? UNMATCHED_ROUTE, e.decision);
       const refused = refusal(deps, e);
       if (refused !== undefined) {
@@ -247,14 +255,15 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
         },
       });
     };
-    if (ev instanceof Promise) {
-      ev.then(go, (error: unknown) => {
-        logger.error({ event: 'internal_error', err: error }, 'upgrade failed inside tollgate');
-        socket.destroy();
-      });
-    } else {
-      go(ev);
+    let ev: Evaluation | Promise<Evaluation>;
+    try {
+      ev = evaluate(active.policy, deps, req, true);
+    } catch (error) {
+      failUpgrade(error);
+      return;
     }
+    if (ev instanceof Promise) ev.then(go, failUpgrade);
+    else go(ev);
   }
 
   const server = http.createServer({
