@@ -202,11 +202,14 @@ function createJwtVerifier(jwt: JwtConfig, health: Health, now: () => number): (
 }
 
 /**
- * After jose picked the key: a TypeError/DOMException or JOSENotSupported means the key does
- * not fit the algorithm (our configuration); every other JOSE error is the token's fault.
+ * After jose picked the key: a TypeError/DOMException means the key does not fit the algorithm
+ * (our configuration). Every JOSE error is the token's fault, JOSENotSupported included: a
+ * client triggers it with a `crit` extension jose does not know. A key that cannot do a
+ * configured algorithm never gets that far: a secret or publicKey is checked when compiled,
+ * and JWKS failures arrive as KeySourceFailure.
  */
 function isKeyProblem(error: unknown): boolean {
-  return !(error instanceof errors.JOSEError) || error instanceof errors.JOSENotSupported;
+  return !(error instanceof errors.JOSEError);
 }
 
 /** The key source failed (JWKS unreachable or unusable); already reported; not the token's fault. */

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it, mock } from 'node:test';
@@ -86,6 +87,19 @@ describe('identity from an HS256 JWT', () => {
     const { resolver: both } = resolverFor({ jwt: jwtConfig({ algorithms: ['HS256', 'HS512'] }) });
     assert.deepEqual(await identityOf(both, bearer(hs512)), { userId: 'alice' });
     assert.throws(() => createIdentityResolver({ jwt: jwtConfig({ algorithms: ['none'] }) }), /"none" is not supported/);
+  });
+
+  it('a token whose header marks an unknown extension critical is anonymous, not a key failure', async () => {
+    // jose throws JOSENotSupported for it, as it does for a key that cannot do the algorithm;
+    // built by hand because SignJWT refuses to sign an unknown crit.
+    const encode = (part: object) => Buffer.from(JSON.stringify(part)).toString('base64url');
+    const input = `${encode({ alg: 'HS256', crit: ['zzz'], zzz: 1 })}.${encode({ sub: 'alice', exp: T0_SECONDS + 3600 })}`;
+    const token = `${input}.${createHmac('sha256', SECRET).update(input).digest('base64url')}`;
+    const { resolver, events } = resolverFor({ jwt: jwtConfig() });
+    assert.equal(await identityOf(resolver, bearer(token)), ANONYMOUS);
+    const again = resolver.resolve(bearer(token), false);
+    assert.equal(again, ANONYMOUS, 'rejected like any bad token, and cached');
+    assert.deepEqual(events, []);
   });
 
   it('issuer and audience are enforced when set', async () => {
