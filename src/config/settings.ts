@@ -129,16 +129,21 @@ export function parseCommand(argv: readonly string[], env: Record<string, string
   if (name !== 'serve') throw new UsageError(`unknown command "${name}" (expected serve or validate)`);
   if (rest.length > 0) throw new UsageError(`serve: unexpected argument "${rest[0]}"`);
 
-  const pick = (flag: string | undefined, envName: string, fallback: string): [string, string] =>
-    flag !== undefined ? [flag, `--${envName}`] : env[envName] !== undefined && env[envName] !== '' ? [env[envName] as string, envName] : [fallback, 'default'];
+  /** The value and where it came from, for error messages: `--flag`, the variable's name, or `default`. */
+  const pick = (flag: Exclude<keyof typeof values, 'help' | 'version'>, envName: string, fallback: string): [string, string] => {
+    const fromFlag = values[flag];
+    if (fromFlag !== undefined) return [fromFlag, `--${flag}`];
+    const fromEnv = env[envName];
+    return fromEnv !== undefined && fromEnv !== '' ? [fromEnv, envName] : [fallback, 'default'];
+  };
 
-  const [listen, listenFrom] = pick(values.listen, 'TOLLGATE_LISTEN', DEFAULTS.listen);
-  const [admin, adminFrom] = pick(values.admin, 'TOLLGATE_ADMIN', DEFAULTS.admin);
-  const [drain, drainFrom] = pick(values['drain-timeout'], 'TOLLGATE_DRAIN_TIMEOUT', DEFAULTS.drainTimeout);
-  const [headers, headersFrom] = pick(values['headers-timeout'], 'TOLLGATE_HEADERS_TIMEOUT', DEFAULTS.headersTimeout);
-  const [request, requestFrom] = pick(values['request-timeout'], 'TOLLGATE_REQUEST_TIMEOUT', DEFAULTS.requestTimeout);
-  const [keepAlive, keepAliveFrom] = pick(values['keep-alive-timeout'], 'TOLLGATE_KEEPALIVE_TIMEOUT', DEFAULTS.keepAliveTimeout);
-  const [logLevel] = pick(values['log-level'], 'LOG_LEVEL', DEFAULTS.logLevel);
+  const [listen, listenFrom] = pick('listen', 'TOLLGATE_LISTEN', DEFAULTS.listen);
+  const [admin, adminFrom] = pick('admin', 'TOLLGATE_ADMIN', DEFAULTS.admin);
+  const [drain, drainFrom] = pick('drain-timeout', 'TOLLGATE_DRAIN_TIMEOUT', DEFAULTS.drainTimeout);
+  const [headers, headersFrom] = pick('headers-timeout', 'TOLLGATE_HEADERS_TIMEOUT', DEFAULTS.headersTimeout);
+  const [request, requestFrom] = pick('request-timeout', 'TOLLGATE_REQUEST_TIMEOUT', DEFAULTS.requestTimeout);
+  const [keepAlive, keepAliveFrom] = pick('keep-alive-timeout', 'TOLLGATE_KEEPALIVE_TIMEOUT', DEFAULTS.keepAliveTimeout);
+  const [logLevel] = pick('log-level', 'LOG_LEVEL', DEFAULTS.logLevel);
   if (!LOG_LEVELS.has(logLevel)) throw new UsageError(`log level: expected one of ${[...LOG_LEVELS].join(', ')}, got "${logLevel}"`);
   const upstreamText = values.upstream ?? (env.TOLLGATE_UPSTREAM || undefined);
 
