@@ -75,6 +75,28 @@ function requestHeaders(req: IncomingMessage, options: ForwardOptions, requestId
   return out;
 }
 
+/**
+ * The request headers of an Upgrade handshake: the client's minus hop-by-hop ones, as
+ * for plain HTTP, except the handshake's own `Connection: upgrade` and `Upgrade`.
+ */
+export function upgradeRequestHeaders(req: IncomingMessage, options: ForwardOptions, requestId: string): Record<string, string | string[]> {
+  const connection = req.headers.connection;
+  const dropped = connection !== undefined ? connectionTokens(connection) : null;
+  const out: Record<string, string | string[]> = {};
+  for (const name in req.headers) {
+    const value = req.headers[name];
+    if (value === undefined || HOP_BY_HOP.has(name) || (dropped !== null && dropped.has(name))) continue;
+    out[name] = value;
+  }
+  out.connection = 'upgrade';
+  if (req.headers.upgrade !== undefined) out.upgrade = req.headers.upgrade;
+  out['x-forwarded-for'] = options.forwardedFor;
+  out['x-forwarded-proto'] = options.forwardedProto;
+  out['x-request-id'] = requestId;
+  if (options.forwardedHost !== undefined) out['x-forwarded-host'] = options.forwardedHost;
+  return out;
+}
+
 function connectionTokens(value: string): Set<string> {
   return new Set(value.split(',').map((t) => t.trim().toLowerCase()));
 }

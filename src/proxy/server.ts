@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from '../observability/logger.js';
 import type { CompiledPolicy } from '../policy/types.js';
 import { evaluate, UNMATCHED_ROUTE, type DecideDeps, type Evaluation } from './decide.js';
-import { hasBody, type ForwardContext, type ForwardFailure, type HttpForwarder } from './forward.js';
+import { hasBody, upgradeRequestHeaders, type ForwardContext, type ForwardFailure, type ForwardOptions, type HttpForwarder } from './forward.js';
 import { rateLimitHeaders } from './rate-headers.js';
 import { errorResponse, rateLimitedResponse, send, sendOnSocket, type OwnResponse } from './responses.js';
 import type { UpgradeForwarder } from './upgrade.js';
@@ -106,13 +106,18 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
       routeId: ev.route?.id ?? UNMATCHED_ROUTE,
       startedAt: performance.now(),
     };
+    active.http.forward(req, ctx, forwardOptions(active, req, ev));
+  }
+
+  /** X-Forwarded-* (appended to the client's only from a trusted proxy) and the upstream timeout. */
+  function forwardOptions(active: ActivePolicy, req: IncomingMessage, ev: Evaluation): ForwardOptions {
     const trusted = ev.client.peerTrusted;
-    active.http.forward(req, ctx, {
+    return {
       forwardedFor: appendTo(req.headers['x-forwarded-for'], peerAddress(req), trusted),
       forwardedProto: appendTo(req.headers['x-forwarded-proto'], 'http', trusted),
       forwardedHost: req.headers.host === undefined ? undefined : appendTo(req.headers['x-forwarded-host'], req.headers.host, trusted),
       timeoutMs: ev.route?.upstreamTimeoutMs ?? active.policy.upstreamTimeoutMs,
-    });
+    };
   }
 
   function act(active: ActivePolicy, req: IncomingMessage, res: ServerResponse, ev: Evaluation, expectsContinue: boolean): void {
@@ -225,20 +230,15 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
         return;
       }
       if (socket.destroyed) return;
-      const trusted = e.client.peerTrusted;
-      const headers: Record<string, string | string[] | undefined> = { ...req.headers };
-      headers['x-forwarded-for'] = appendTo(req.headers['x-forwarded-for'], peerAddress(req), trusted);
-      headers['x-forwarded-proto'] = appendTo(req.headers['x-forwarded-proto'], 'http', trusted);
-      if (req.headers.host !== undefined) headers['x-forwarded-host'] = appendTo(req.headers['x-forwarded-host'], req.headers.host, trusted);
-      headers['x-request-id'] = e.requestId;
+      const options = forwardOptions(active, req, e);
       const routeId = e.route?.id ?? UNMATCHED_ROUTE;
       const startedAt = performance.now();
       const responseHeaders = passHeaders(e) ?? {};
       responseHeaders['x-request-id'] = e.requestId;
       active.ws.forward(req, socket, head, {
-        headers,
+        headers: upgradeRequestHeaders(req, options, e.requestId),
         responseHeaders,
-        timeoutMs: e.route?.upstreamTimeoutMs ?? active.policy.upstreamTimeoutMs,
+        timeoutMs: options.timeoutMs,
         onResult: (result, status) => {
           metrics.hot.upstream(routeId, result === 'open' || result === 'rejected' ? statusClass(status) : 'error', (performance.now() - startedAt) / 1000);
           if (result === 'open') {

@@ -4,18 +4,17 @@ import type { Duplex } from 'node:stream';
 
 /**
  * The upstream's response header lines (we write our own status line), then Tollgate's
- * own (rate limits, request id) for names the upstream did not send, as on plain HTTP.
+ * own (rate limits, request id), which win over upstream headers of the same name, as
+ * on plain HTTP.
  */
 function headerLines(headers: IncomingMessage['rawHeaders'], own: Readonly<Record<string, string>>, skip?: ReadonlySet<string>): string {
   let out = '';
-  const sent = new Set<string>();
   for (let i = 0; i < headers.length; i += 2) {
     const name = headers[i].toLowerCase();
-    if (skip?.has(name)) continue;
+    if (skip?.has(name) || own[name] !== undefined) continue;
     out += `${headers[i]}: ${headers[i + 1]}\r\n`;
-    sent.add(name);
   }
-  for (const name in own) if (!sent.has(name)) out += `${name}: ${own[name]}\r\n`;
+  for (const name in own) out += `${name}: ${own[name]}\r\n`;
   return out;
 }
 
@@ -26,7 +25,7 @@ function headerLines(headers: IncomingMessage['rawHeaders'], own: Readonly<Recor
 const RELAY_DROPPED: ReadonlySet<string> = new Set(['transfer-encoding', 'connection', 'keep-alive']);
 
 export interface UpgradeOptions {
-  readonly headers: Record<string, string | string[] | undefined>;
+  readonly headers: Record<string, string | string[]>;
   /** Added to the upstream's answer (101 or refusal): rate-limit headers and X-Request-Id. */
   readonly responseHeaders: Readonly<Record<string, string>>;
   readonly timeoutMs: number;
@@ -76,6 +75,19 @@ export class UpgradeForwarder {
     socket.on('error', () => {
       request.destroy();
     });
+    // A client that leaves (cleanly or not) before the upstream answers cancels the
+    // handshake: otherwise a late 101 would open a tunnel to nobody that never closes.
+    // 'end' too: the server keeps upgraded sockets half-open, so a client's FIN alone
+    // never closes it.
+    const cancel = (): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      request.destroy();
+      socket.destroy();
+    };
+    socket.once('end', cancel);
+    socket.once('close', cancel);
     request.on('error', () => {
       if (settle('unavailable', 502)) return;
       socket.destroy();

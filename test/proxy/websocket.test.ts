@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import http, { type IncomingMessage } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import WebSocket from 'ws';
@@ -102,6 +102,27 @@ describe('WebSocket upgrades', () => {
     assert.equal(upstream.seen.filter((s) => s.headers.upgrade !== undefined).length, upgradesBefore, 'never reached the upstream');
   });
 
+  it('drops hop-by-hop request headers on the handshake as on plain HTTP, keeping Connection: upgrade', async () => {
+    const socket = net.connect({ host: '127.0.0.1', port: Number(new URL(tg.url).port), localAddress: '127.0.6.6' });
+    socket.on('error', () => {});
+    const answer = new Promise<string>((resolve) => socket.once('data', (chunk: Buffer) => resolve(chunk.toString('latin1'))));
+    socket.write(
+      'GET /ws/live?hop=1 HTTP/1.1\r\nHost: tollgate\r\nConnection: Upgrade, X-Secret-Hop\r\nUpgrade: websocket\r\n' +
+        'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nProxy-Authorization: Basic c2VjcmV0\r\n' +
+        'Keep-Alive: timeout=5\r\nX-Secret-Hop: 1\r\nX-Kept: yes\r\n\r\n',
+    );
+    assert.match(await answer, /^HTTP\/1\.1 101 /);
+    socket.destroy();
+    const seen = upstream.seen.find((s) => s.url === '/ws/live?hop=1');
+    assert.ok(seen !== undefined);
+    assert.equal(seen.headers['proxy-authorization'], undefined);
+    assert.equal(seen.headers['keep-alive'], undefined);
+    assert.equal(seen.headers['x-secret-hop'], undefined);
+    assert.equal(seen.headers['x-kept'], 'yes');
+    assert.equal(seen.headers.upgrade, 'websocket');
+    assert.match(String(seen.headers.connection), /upgrade/i);
+  });
+
   it('does not apply a websocket-only route to plain requests, nor limit unmatched upgrades', async () => {
     const from = '127.0.6.3';
     for (let i = 0; i < 3; i++) {
@@ -145,6 +166,53 @@ describe('WebSocket upgrades the upstream refuses', () => {
     assert.equal(result.body, 'no websockets here');
     assert.equal(result.refused.headers['x-request-id'], 'ws-403');
     assert.equal(result.refused.headers['x-ratelimit-remaining'], '1');
+  });
+});
+
+describe('WebSocket handshakes the client leaves', () => {
+  let slow: http.Server;
+  const upstreamClosed: boolean[] = [];
+  const upstreamSockets: Duplex[] = [];
+  let tg: TestTollgate;
+
+  before(async () => {
+    // Answers 101 only after 150 ms, when the client has already gone.
+    slow = http.createServer();
+    slow.on('upgrade', (_req, socket) => {
+      const index = upstreamClosed.push(false) - 1;
+      upstreamSockets.push(socket);
+      // Upgraded server sockets stay half-open: Tollgate closing its side shows as 'end'.
+      socket.on('end', () => (upstreamClosed[index] = true));
+      socket.on('close', () => (upstreamClosed[index] = true));
+      socket.on('error', () => {});
+      setTimeout(() => {
+        if (!socket.destroyed) socket.write('HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');
+      }, 150);
+    });
+    await new Promise<void>((resolve) => slow.listen(0, '127.0.0.1', resolve));
+    tg = await startTollgate(`upstream: http://127.0.0.1:9\nupstreamTimeout: 5s\nroutes: []\n`, {
+      upstream: `http://127.0.0.1:${(slow.address() as AddressInfo).port}`,
+    });
+  });
+  after(async () => {
+    await tg.close();
+    for (const socket of upstreamSockets) socket.destroy(); // upgraded: not closed by closeAllConnections
+    await new Promise<void>((resolve) => slow.close(() => resolve()));
+  });
+
+  it('a client that closes before the 101 cancels the upstream handshake: no tunnel to nobody, nothing in flight', async () => {
+    const socket = net.connect({ host: '127.0.0.1', port: Number(new URL(tg.url).port) });
+    socket.on('error', () => {});
+    await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+    socket.write('GET /ws/any HTTP/1.1\r\nHost: tollgate\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');
+    const deadline = Date.now() + 3_000;
+    while (upstreamClosed.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    socket.end(); // a clean close, not an error
+    while (upstreamClosed[0] !== true && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(upstreamClosed[0], true, 'the upstream side of the handshake is closed');
+    await new Promise((r) => setTimeout(r, 250)); // past the late 101
+    const metrics = await (await fetch(`${tg.adminUrl}/metrics`)).text();
+    assert.match(metrics, /^tollgate_inflight_requests 0$/m);
   });
 });
 
