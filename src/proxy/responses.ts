@@ -1,4 +1,4 @@
-import type { ServerResponse } from 'node:http';
+import { STATUS_CODES, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { RateReport } from '../limiter/limiter.js';
 import type { CompiledRoute } from '../policy/types.js';
@@ -38,30 +38,27 @@ export function errorResponse(code: ErrorCode, requestId: string, status: number
   return { status, headers, body: errorBody(code, ERRORS[code].message, { requestId }) };
 }
 
-export function send(res: ServerResponse, response: OwnResponse, requestId: string): void {
-  const headers: Record<string, string | number> = {
+/** The response's headers plus those every Tollgate answer carries (JSON body, never cached). */
+function ownHeaders(response: OwnResponse, requestId: string): Record<string, string | number> {
+  return {
     ...response.headers,
     'content-type': 'application/json; charset=utf-8',
     'content-length': Buffer.byteLength(response.body),
     'cache-control': 'no-store',
     'x-request-id': requestId,
   };
-  res.writeHead(response.status, headers);
+}
+
+export function send(res: ServerResponse, response: OwnResponse, requestId: string): void {
+  res.writeHead(response.status, ownHeaders(response, requestId));
   res.end(response.body);
 }
 
 /** Writes a complete HTTP/1.1 response on a raw socket (refused upgrade) and closes it. */
 export function sendOnSocket(socket: Duplex, response: OwnResponse, requestId: string): void {
-  const reason = STATUS_TEXT[response.status] ?? 'Error';
-  let head = `HTTP/1.1 ${response.status} ${reason}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(response.body)}\r\ncache-control: no-store\r\nx-request-id: ${requestId}\r\nconnection: close\r\n`;
-  for (const name in response.headers) head += `${name}: ${response.headers[name]}\r\n`;
-  socket.end(head + '\r\n' + response.body);
+  // Any status: onErrorStatus is configurable.
+  let head = `HTTP/1.1 ${response.status} ${STATUS_CODES[response.status] ?? 'Error'}\r\n`;
+  const headers = ownHeaders(response, requestId);
+  for (const name in headers) head += `${name}: ${headers[name]}\r\n`;
+  socket.end(head + 'connection: close\r\n\r\n' + response.body);
 }
-
-const STATUS_TEXT: Record<number, string> = {
-  429: 'Too Many Requests',
-  500: 'Internal Server Error',
-  502: 'Bad Gateway',
-  503: 'Service Unavailable',
-  504: 'Gateway Timeout',
-};
