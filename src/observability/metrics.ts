@@ -33,6 +33,33 @@ interface HistogramChild {
 }
 
 /**
+ * Labelled children of one metric, cached by their two label values in nested maps: no
+ * key string or closure is built per call (the second value is '' for one label).
+ */
+class ChildCache<C> {
+  readonly #byFirst = new Map<string, Map<string, C>>();
+  readonly #make: (first: string, second: string) => C;
+
+  constructor(make: (first: string, second: string) => C) {
+    this.#make = make;
+  }
+
+  get(first: string, second: string): C {
+    let inner = this.#byFirst.get(first);
+    if (inner === undefined) {
+      inner = new Map();
+      this.#byFirst.set(first, inner);
+    }
+    let child = inner.get(second);
+    if (child === undefined) {
+      child = this.#make(first, second);
+      inner.set(second, child);
+    }
+    return child;
+  }
+}
+
+/**
  * The per-request metric calls, with labelled children cached by their label values:
  * prom-client otherwise hashes the label object on every call (~µs each, several per
  * request). Label values are route ids, decisions and `by` values: bounded by the policy.
@@ -40,54 +67,44 @@ interface HistogramChild {
 export class HotMetrics {
   /** Requests and tunnels in flight; read by the gauge at scrape time (no prom-client call per request). */
   inflight = 0;
-  readonly #counters = new Map<string, CounterChild>();
-  readonly #histograms = new Map<string, HistogramChild>();
-  readonly #m: Omit<Metrics, 'hot' | 'registry'>;
+  readonly #requests: ChildCache<CounterChild>;
+  readonly #nearLimit: ChildCache<CounterChild>;
+  readonly #limitExceeded: ChildCache<CounterChild>;
+  readonly #blocksStarted: ChildCache<CounterChild>;
+  readonly #decisionDuration: ChildCache<HistogramChild>;
+  readonly #upstreamDuration: ChildCache<HistogramChild>;
 
-  constructor(metrics: Omit<Metrics, 'hot' | 'registry'>) {
-    this.#m = metrics;
-  }
-
-  #counter(key: string, make: () => CounterChild): CounterChild {
-    let child = this.#counters.get(key);
-    if (child === undefined) {
-      child = make();
-      this.#counters.set(key, child);
-    }
-    return child;
-  }
-
-  #histogram(key: string, make: () => HistogramChild): HistogramChild {
-    let child = this.#histograms.get(key);
-    if (child === undefined) {
-      child = make();
-      this.#histograms.set(key, child);
-    }
-    return child;
+  constructor(m: Omit<Metrics, 'hot' | 'registry'>) {
+    this.#requests = new ChildCache((route, decision) => m.requests.labels({ route, decision }));
+    this.#nearLimit = new ChildCache((route, by) => m.nearLimit.labels({ route, limit_by: by }));
+    this.#limitExceeded = new ChildCache((route, by) => m.limitExceeded.labels({ route, limit_by: by }));
+    this.#blocksStarted = new ChildCache((route, by) => m.blocksStarted.labels({ route, limit_by: by }));
+    this.#decisionDuration = new ChildCache((store) => m.decisionDuration.labels({ store }));
+    this.#upstreamDuration = new ChildCache((route, statusClass) => m.upstreamDuration.labels({ route, status_class: statusClass }));
   }
 
   request(route: string, decision: Decision): void {
-    this.#counter(`q\0${route}\0${decision}`, () => this.#m.requests.labels({ route, decision })).inc();
+    this.#requests.get(route, decision).inc();
   }
 
   nearLimit(route: string, limitBy: string): void {
-    this.#counter(`n\0${route}\0${limitBy}`, () => this.#m.nearLimit.labels({ route, limit_by: limitBy })).inc();
+    this.#nearLimit.get(route, limitBy).inc();
   }
 
   limitExceeded(route: string, limitBy: string): void {
-    this.#counter(`x\0${route}\0${limitBy}`, () => this.#m.limitExceeded.labels({ route, limit_by: limitBy })).inc();
+    this.#limitExceeded.get(route, limitBy).inc();
   }
 
   blockStarted(route: string, limitBy: string): void {
-    this.#counter(`b\0${route}\0${limitBy}`, () => this.#m.blocksStarted.labels({ route, limit_by: limitBy })).inc();
+    this.#blocksStarted.get(route, limitBy).inc();
   }
 
   decision(store: string, seconds: number): void {
-    this.#histogram(`d\0${store}`, () => this.#m.decisionDuration.labels({ store })).observe(seconds);
+    this.#decisionDuration.get(store, '').observe(seconds);
   }
 
   upstream(route: string, statusClass: string, seconds: number): void {
-    this.#histogram(`u\0${route}\0${statusClass}`, () => this.#m.upstreamDuration.labels({ route, status_class: statusClass })).observe(seconds);
+    this.#upstreamDuration.get(route, statusClass).observe(seconds);
   }
 }
 
