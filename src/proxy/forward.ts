@@ -237,13 +237,11 @@ function originForm(target: string): string {
  * (measured ~1.7x http-proxy's throughput here; see docs/performance.md).
  */
 export class HttpForwarder {
-  readonly origin: string;
   readonly #pool: Pool;
 
-  constructor(upstream: URL, options: { connections?: number } = {}) {
-    this.origin = upstream.origin;
+  constructor(upstream: URL) {
     this.#pool = new Pool(upstream.origin, {
-      connections: options.connections ?? 256,
+      connections: 256,
       pipelining: 1,
       keepAliveTimeout: 30_000, // 30s; upstream idle sockets
       headersTimeout: 0, // per request (upstreamTimeout)
