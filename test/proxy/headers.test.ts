@@ -77,11 +77,12 @@ describe('rate-limit headers and the 429 envelope', () => {
     assert.equal(second.headers.ratelimit, '"exact.ip";r=1;t=45');
   });
 
-  it('the 429 has Retry-After, Remaining 0, the violation type and the exact JSON body', async () => {
+  it('the 429 has Retry-After, Remaining 0, the violation type and the exact JSON body', async (t) => {
     const from = '127.0.0.12';
     for (let i = 0; i < 3; i++) assert.equal((await request(tg.url, '/exact', { method: 'POST', from })).status, 200);
     const seenBefore = upstream.seen.length;
     tg.clock.advance(5_000); // 20s into the window: 40s left
+    t.after(() => tg.clock.advance(-5_000)); // the later tests expect the clock where it was, pass or fail
     const refused = await request(tg.url, '/exact', { method: 'POST', from, headers: { 'x-request-id': 'req-429-check' } });
     assert.equal(refused.status, 429);
     assert.equal(upstream.seen.length, seenBefore, 'a refused request never reaches the upstream');
@@ -102,7 +103,6 @@ describe('rate-limit headers and the 429 envelope', () => {
         details: { violationType: 'ip', retryAfter: 40, limit: 3, route: 'exact', requestId: 'req-429-check' },
       },
     });
-    tg.clock.advance(-5_000);
   });
 
   it('with two limits the headers show the one with the lowest remaining', async () => {

@@ -67,9 +67,10 @@ describe('two replicas sharing one Redis', () => {
     const replies = await Promise.all(Array.from({ length: 200 }, (_, i) => request(replicas[i % 2].url, '/shared', { from: '127.0.0.1' })));
     assert.equal(count(replies, 200), 50);
     assert.equal(count(replies, 429), 150);
-    // Each replica refused some and let some through: the limit really is shared.
+    // 50 in all from two replicas that would each let 50 through alone: the limit is
+    // shared. (How the 50 split between them depends on which batch reached Redis first.)
     const perReplica = [0, 1].map((r) => replies.filter((x, i) => i % 2 === r && x.status === 200).length);
-    assert.equal(perReplica[0] + perReplica[1], 50);
+    t.diagnostic(`allowed per replica: ${perReplica.join(' + ')}`);
   });
 
   it('per-user and per-IP limits together: every user gets exactly 10, the IP total holds', async (t) => {
