@@ -28,6 +28,10 @@ export class LogCapture extends Writable {
   events(name: string): Record<string, unknown>[] {
     return this.lines.filter((l) => l.event === name);
   }
+  /** Lines whose message contains `fragment`. */
+  count(fragment: string): number {
+    return this.lines.filter((l) => String(l.msg).includes(fragment)).length;
+  }
 }
 
 export function writePolicy(text: string, dir = mkdtempSync(path.join(tmpdir(), 'tollgate-test-'))): string {

@@ -10,7 +10,6 @@
  * Transitions are logged once each, not per failure.
  */
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { performance } from 'node:perf_hooks';
 import { describe, it } from 'node:test';
@@ -26,6 +25,7 @@ import { StoreUnavailableError } from '../../src/store/types.js';
 import type { LimitCheck, StoreDecision } from '../../src/store/types.js';
 import { freePort, limitFixture, requireRedisServer, spawnRedis, testPrefix, waitFor, waitUntilShared } from '../helpers/redis.js';
 import type { SpawnedRedis } from '../helpers/redis.js';
+import { LogCapture } from '../helpers/tollgate.js';
 
 const TIMEOUT_MS = 50;
 /** Timer and event-loop slack on a busy 2-core box; the budget itself is TIMEOUT_MS. */
@@ -39,18 +39,6 @@ interface Sample {
   readonly at: number;
   readonly ms: number;
   readonly kind: Kind;
-}
-
-/** Log lines the store wrote, parsed. */
-class LogCapture extends Writable {
-  readonly lines: { msg: string; level: string }[] = [];
-  override _write(chunk: Buffer, _encoding: string, done: () => void): void {
-    for (const line of chunk.toString('utf8').split('\n')) if (line.trim() !== '') this.lines.push(JSON.parse(line));
-    done();
-  }
-  count(fragment: string): number {
-    return this.lines.filter((l) => l.msg.includes(fragment)).length;
-  }
 }
 
 interface Harness {
