@@ -1,5 +1,6 @@
 import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Env } from './config/env.js';
 import { loadPolicyFile, formatIssue, type LoadedPolicy } from './config/load.js';
 import { redactPolicy } from './config/redact.js';
 import type { ListenAddress, ServeSettings } from './config/settings.js';
@@ -9,7 +10,8 @@ import { Limiter } from './limiter/limiter.js';
 import { createLogger, type Logger } from './observability/logger.js';
 import { createMetrics, type Metrics } from './observability/metrics.js';
 import { ViolationLog } from './observability/violations.js';
-import { compilePolicy } from './policy/compile.js';
+import { compilePolicy, type CompileOptions } from './policy/compile.js';
+import { PolicyError } from './policy/errors.js';
 import type { CompiledPolicy } from './policy/types.js';
 import { createAdminServer } from './admin/server.js';
 import { HttpForwarder } from './proxy/forward.js';
@@ -34,6 +36,32 @@ export interface TollgateOptions {
   metrics?: Metrics;
   /** Watch the config directory for edits (default true). */
   watch?: boolean;
+}
+
+export type CompileResult = { ok: true; loaded: LoadedPolicy; policy: CompiledPolicy } | { ok: false; errors: ConfigIssue[] };
+
+/**
+ * Loads, validates and compiles a policy file: the one way from a file to a running
+ * policy (start, reload and `tollgate validate`). Never throws; every problem, a compile
+ * error included, is an issue at FILE:LINE:COL.
+ * @param options.defaultUpstream used only when neither `options.upstream` nor the file
+ *   names an upstream (`validate`: the upstream may come with `serve --upstream`)
+ */
+export function loadAndCompile(file: string, env: Env, options: CompileOptions & { defaultUpstream?: string } = {}): CompileResult {
+  const result = loadPolicyFile(file, env);
+  if (!result.ok) return result;
+  const { config, hash } = result.policy;
+  const { defaultUpstream, ...compileOptions } = options;
+  try {
+    const policy = compilePolicy(config, hash, { ...compileOptions, upstream: options.upstream ?? config.upstream ?? defaultUpstream });
+    return { ok: true, loaded: result.policy, policy };
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    // A PolicyError says where it is. Anything else is a bug in compilePolicy rather than
+    // in the file, with no place to point at: 1:1, as for an unreadable file.
+    const issue = error instanceof PolicyError ? result.locate(error.path, message) : { file, line: 1, col: 1, message };
+    return { ok: false, errors: [issue] };
+  }
 }
 
 export type ReloadResult = { ok: true; changed: boolean; hash: string } | { ok: false; errors: ConfigIssue[] };
@@ -158,18 +186,12 @@ export class Tollgate {
   static async start(options: TollgateOptions): Promise<Tollgate> {
     const logger = options.logger ?? createLogger(options.settings.logLevel);
     const metrics = options.metrics ?? createMetrics();
-    const result = loadPolicyFile(options.settings.configFile, options.env ?? process.env);
-    if (!result.ok) throw new ConfigLoadError(result.errors);
-    for (const warning of result.policy.warnings) logger.warn({ event: 'config_warning' }, formatIssue(warning));
     const clock = options.clock ?? Date.now;
-    const policy = compilePolicy(result.policy.config, result.policy.hash, {
-      upstream: options.settings.upstream,
-      // Token expiry runs on the same clock as the limits.
-      now: clock,
-      identityEvents: Tollgate.#identityEvents(logger, metrics),
-    });
-    const store = await createStore(result.policy.config.store, clock, logger, metrics);
-    const tollgate = new Tollgate(options, result.policy, policy, logger, metrics, store);
+    const result = loadAndCompile(options.settings.configFile, options.env ?? process.env, Tollgate.#compileOptions(options.settings, clock, logger, metrics));
+    if (!result.ok) throw new ConfigLoadError(result.errors);
+    for (const warning of result.loaded.warnings) logger.warn({ event: 'config_warning' }, formatIssue(warning));
+    const store = await createStore(result.loaded.config.store, clock, logger, metrics);
+    const tollgate = new Tollgate(options, result.loaded, result.policy, logger, metrics, store);
     try {
       await tollgate.#listen();
     } catch (error) {
@@ -183,11 +205,17 @@ export class Tollgate {
     return tollgate;
   }
 
-  static #identityEvents(logger: Logger, metrics: Metrics) {
+  /** The same for start and every reload. */
+  static #compileOptions(settings: ServeSettings, clock: () => number, logger: Logger, metrics: Metrics): CompileOptions {
     return {
-      onError(kind: string) {
-        metrics.identityErrors.inc({ kind });
-        logger.warn({ event: 'identity_error', kind }, 'identity provider failing: users are treated as anonymous');
+      upstream: settings.upstream,
+      // Token expiry runs on the same clock as the limits.
+      now: clock,
+      identityEvents: {
+        onError(kind: string) {
+          metrics.identityErrors.inc({ kind });
+          logger.warn({ event: 'identity_error', kind }, 'identity provider failing: users are treated as anonymous');
+        },
       },
     };
   }
@@ -223,33 +251,22 @@ export class Tollgate {
    * an invalid one is logged (FILE:LINE:COL) and counted, and the old one stays.
    */
   reload(trigger: 'file_change' | 'sighup' | 'api' = 'api'): ReloadResult {
-    const result = loadPolicyFile(this.#settings.configFile, this.#env);
+    const result = loadAndCompile(this.#settings.configFile, this.#env, Tollgate.#compileOptions(this.#settings, this.#clock, this.logger, this.metrics));
     if (!result.ok) {
       this.metrics.configReloads.inc({ result: 'failure' });
       this.metrics.configValid.set(0);
       for (const issue of result.errors) this.logger.error({ event: 'config_reload_failed', trigger }, formatIssue(issue));
       return { ok: false, errors: result.errors };
     }
-    if (result.policy.hash === this.#loaded.hash) {
+    const { loaded, policy } = result;
+    if (loaded.hash === this.#loaded.hash) {
+      // The file that is running: keep its compiled policy (and identity caches).
+      policy.identity?.close?.();
       this.metrics.configValid.set(1);
-      return { ok: true, changed: false, hash: result.policy.hash };
+      return { ok: true, changed: false, hash: loaded.hash };
     }
-    let policy: CompiledPolicy;
-    try {
-      policy = compilePolicy(result.policy.config, result.policy.hash, {
-        upstream: this.#settings.upstream,
-        now: this.#clock,
-        identityEvents: Tollgate.#identityEvents(this.logger, this.metrics),
-      });
-    } catch (error) {
-      const issue = { file: this.#settings.configFile, line: 1, col: 1, message: (error as Error).message };
-      this.metrics.configReloads.inc({ result: 'failure' });
-      this.metrics.configValid.set(0);
-      this.logger.error({ event: 'config_reload_failed', trigger }, formatIssue(issue));
-      return { ok: false, errors: [issue] };
-    }
-    for (const warning of result.policy.warnings) this.logger.warn({ event: 'config_warning' }, formatIssue(warning));
-    if (!sameStore(result.policy.config.store, this.#loaded.config.store)) {
+    for (const warning of loaded.warnings) this.logger.warn({ event: 'config_warning' }, formatIssue(warning));
+    if (!sameStore(loaded.config.store, this.#loaded.config.store)) {
       this.logger.warn({ event: 'config_store_changed' }, 'store settings changed: they apply at the next restart; limits reload now');
     }
     const previous = this.#active;
@@ -260,7 +277,7 @@ export class Tollgate {
       ws: sameUpstream ? previous.ws : new UpgradeForwarder(policy.upstream),
     };
     const previousHash = this.#loaded.hash;
-    this.#loaded = result.policy;
+    this.#loaded = loaded;
     if (!sameUpstream) {
       // In-flight requests finish on the old pool; close() waits for them.
       void previous.http.close();
@@ -271,9 +288,9 @@ export class Tollgate {
     this.metrics.configValid.set(1);
     this.metrics.configLastReloadSuccess.set(Math.floor(Date.now() / 1000));
     this.metrics.configInfo.remove({ hash: previousHash });
-    this.metrics.configInfo.set({ hash: result.policy.hash }, 1);
-    this.logger.info({ event: 'config_reloaded', trigger, hash: result.policy.hash, routes: policy.routes.length }, 'policy reloaded');
-    return { ok: true, changed: true, hash: result.policy.hash };
+    this.metrics.configInfo.set({ hash: loaded.hash }, 1);
+    this.logger.info({ event: 'config_reloaded', trigger, hash: loaded.hash, routes: policy.routes.length }, 'policy reloaded');
+    return { ok: true, changed: true, hash: loaded.hash };
   }
 
   /**

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
-import { ConfigLoadError, Tollgate } from './app.js';
-import { formatIssue, loadPolicyFile } from './config/load.js';
+import { ConfigLoadError, loadAndCompile, Tollgate } from './app.js';
+import { formatIssue } from './config/load.js';
 import { parseCommand, USAGE, UsageError, type ServeSettings } from './config/settings.js';
 import { createLogger } from './observability/logger.js';
 
@@ -10,15 +10,27 @@ function version(): string {
   return pkg.version;
 }
 
-/** `tollgate validate FILE`: exit 0 if valid, else 1 with every problem as FILE:LINE:COL message. */
+/**
+ * Stands in for the upstream when the file names none: `serve --upstream` may give it,
+ * so its absence is not a problem of the file. Never connected to.
+ */
+const VALIDATE_UPSTREAM = 'http://127.0.0.1';
+
+/**
+ * `tollgate validate FILE`: exit 0 if `serve` would accept the file, else 1 with every
+ * problem as FILE:LINE:COL message. The file is compiled too, as `serve` does (a public
+ * key that cannot verify the listed algorithms passes the schema but not this).
+ */
 function validate(file: string): number {
-  const result = loadPolicyFile(file, process.env);
+  const result = loadAndCompile(file, process.env, { defaultUpstream: VALIDATE_UPSTREAM });
   if (!result.ok) {
     for (const issue of result.errors) process.stderr.write(formatIssue(issue) + '\n');
     return 1;
   }
-  for (const warning of result.policy.warnings) process.stderr.write(`${formatIssue(warning)} (warning)\n`);
-  process.stdout.write(`${file}: valid (${result.policy.config.routes.length} routes, sha256 ${result.policy.hash.slice(0, 12)})\n`);
+  result.policy.identity?.close?.();
+  const { loaded } = result;
+  for (const warning of loaded.warnings) process.stderr.write(`${formatIssue(warning)} (warning)\n`);
+  process.stdout.write(`${file}: valid (${loaded.config.routes.length} routes, sha256 ${loaded.hash.slice(0, 12)})\n`);
   return 0;
 }
 

@@ -22,7 +22,14 @@ export interface LoadedPolicy {
   warnings: ConfigIssue[];
 }
 
-export type LoadResult = { ok: true; policy: LoadedPolicy } | { ok: false; errors: ConfigIssue[] };
+/**
+ * An issue at `path` in the loaded file (`['identity', 'jwt', 'publicKey']`), found as
+ * schema issues are: the deepest node on the path that exists. `message` is kept as given.
+ * For problems found after loading (compilePolicy).
+ */
+export type Locate = (path: readonly (string | number)[], message: string) => ConfigIssue;
+
+export type LoadResult = { ok: true; policy: LoadedPolicy; locate: Locate } | { ok: false; errors: ConfigIssue[] };
 
 /** `FILE:LINE:COL message`, the form editors and CI annotators understand. */
 export function formatIssue(issue: ConfigIssue): string {
@@ -111,7 +118,11 @@ function loadPolicy(text: string, hash: string, file: string, env: Env): LoadRes
     ...findWarnings(parsed.data).map(locate).map((located) => at(located.offset, located.message)),
     ...doc.warnings.map((warning) => at(warning.pos[0], warning.message)),
   ];
-  return { ok: true, policy: { file, config: parsed.data, hash, warnings: sortByPosition(warnings) } };
+  return {
+    ok: true,
+    policy: { file, config: parsed.data, hash, warnings: sortByPosition(warnings) },
+    locate: (path, message) => at(locate({ path: [...path], message }).offset, message),
+  };
 }
 
 /**

@@ -1,6 +1,7 @@
 import type { AlgorithmName, LimitConfig, PolicyConfig, RouteConfig } from '../config/types.js';
 import { createAllowList } from './allow.js';
 import { createClientIpResolver } from './client-ip.js';
+import { PolicyError } from './errors.js';
 import { createIdentityResolver, type IdentityEvents } from './identity.js';
 import { createRouter } from './router.js';
 import type { CompiledLimit, CompiledPolicy, CompiledRoute, LimitKind } from './types.js';
@@ -29,17 +30,17 @@ const HEADER_PREFIX = 'header:';
 
 /**
  * Turns a validated policy into immutable matchers and parsed numbers, once per load or
- * reload, so a request does no configuration work. Throws an Error naming the problem
- * when the policy cannot work (no upstream, bad CIDR, unusable key, ...).
+ * reload, so a request does no configuration work. Throws a PolicyError naming the problem
+ * and where it is when the policy cannot work (no upstream, bad CIDR, unusable key, ...).
  */
 export function compilePolicy(config: PolicyConfig, hash: string, options: CompileOptions = {}): CompiledPolicy {
   const now = options.now ?? Date.now;
-  const upstream = parseUpstream(options.upstream ?? config.upstream);
+  const upstream = within(['upstream'], () => parseUpstream(options.upstream ?? config.upstream));
   const seenIds = new Set<string>();
-  const routes = config.routes.map((route) => {
-    if (seenIds.has(route.id)) throw new Error(`routes: duplicate route id "${route.id}"`);
+  const routes = config.routes.map((route, index) => {
+    if (seenIds.has(route.id)) throw new PolicyError(['routes', index, 'id'], `routes: duplicate route id "${route.id}"`);
     seenIds.add(route.id);
-    return compileRoute(route, config);
+    return within(['routes', index], () => compileRoute(route, config));
   });
   const identity = config.identity;
   const hasIdentity = identity !== undefined && (identity.jwt !== undefined || identity.header !== undefined);
@@ -50,11 +51,25 @@ export function compilePolicy(config: PolicyConfig, hash: string, options: Compi
     upstream,
     upstreamTimeoutMs: config.upstreamTimeoutMs,
     routes: Object.freeze(routes),
-    router: createRouter(config.routes.map((route, index) => ({ route: routes[index], match: route.match }))),
-    clientIp: createClientIpResolver(config.clientIp),
-    identity: hasIdentity ? createIdentityResolver(identity, options.identityEvents, { now }) : null,
-    allow: createAllowList(config.allow),
+    // The router's messages name the route; it compiles all of them at once, hence no index.
+    router: within(['routes'], () => createRouter(config.routes.map((route, index) => ({ route: routes[index], match: route.match })))),
+    clientIp: within(['clientIp'], () => createClientIpResolver(config.clientIp)),
+    identity: hasIdentity ? within(['identity'], () => createIdentityResolver(identity, options.identityEvents, { now })) : null,
+    allow: within(['allow'], () => createAllowList(config.allow)),
   });
+}
+
+/**
+ * `build()`, with a plain Error from it turned into a PolicyError at `path` (the section
+ * it compiles); a PolicyError keeps its own, more precise path.
+ */
+function within<T>(path: readonly (string | number)[], build: () => T): T {
+  try {
+    return build();
+  } catch (error) {
+    if (error instanceof PolicyError || !(error instanceof Error)) throw error;
+    throw new PolicyError(path, error.message, { cause: error });
+  }
 }
 
 function parseUpstream(text: string | undefined): URL {

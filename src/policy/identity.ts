@@ -2,6 +2,7 @@ import { createPublicKey, type KeyObject } from 'node:crypto';
 import { createRemoteJWKSet, customFetch, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import { LRUCache } from 'lru-cache';
 import type { IdentityConfig, JwtConfig } from '../config/types.js';
+import { PolicyError } from './errors.js';
 import { ANONYMOUS, type Identity, type IdentityResolver, type IncomingHeaders } from './types.js';
 
 export type IdentityErrorKind = 'jwks_unreachable' | 'jwt_key_invalid';
@@ -23,6 +24,15 @@ const MAX_TOKEN_LENGTH = 8 * 1024; // 8 KiB: longer is not a token we issue; nev
 const MAX_USER_ID_LENGTH = 256;
 const JWKS_TIMEOUT_MS = 2 * 1000; // 2s: requests wait for a JWKS fetch at most this long
 const JWKS_RETRY_MS = 2 * 1000; // 2s: while unreachable, no request waits on a fetch more often than this
+
+/** Where each setting a key problem names is, for errors at FILE:LINE:COL. */
+const JWT_PATH = {
+  jwt: ['identity', 'jwt'],
+  algorithms: ['identity', 'jwt', 'algorithms'],
+  secret: ['identity', 'jwt', 'secret'],
+  publicKey: ['identity', 'jwt', 'publicKey'],
+  jwksUrl: ['identity', 'jwt', 'jwksUrl'],
+} as const;
 
 /** The token is unusable (invalid, forged, expired, or lacks a user claim). */
 const REJECTED = Symbol('rejected');
@@ -243,10 +253,11 @@ function isEcCurve(key: KeyObject, curve: string): boolean {
 }
 
 function validateAlgorithms(algorithms: readonly string[]): string[] {
-  if (algorithms.length === 0) throw new Error('identity.jwt.algorithms must list at least one algorithm');
+  if (algorithms.length === 0) throw new PolicyError(JWT_PATH.algorithms, 'identity.jwt.algorithms must list at least one algorithm');
   for (const algorithm of algorithms) {
     if (!HMAC_ALGORITHMS.has(algorithm) && !(algorithm in PUBLIC_KEY_FITS)) {
-      throw new Error(
+      throw new PolicyError(
+        JWT_PATH.algorithms,
         `identity.jwt.algorithms: "${algorithm}" is not supported (use ${[...HMAC_ALGORITHMS, ...Object.keys(PUBLIC_KEY_FITS)].join(', ')})`,
       );
     }
@@ -262,34 +273,34 @@ function createVerificationKey(
   now: () => number,
 ): VerificationKey {
   const sources = [jwt.secret, jwt.publicKey, jwt.jwksUrl].filter((source) => source !== undefined);
-  if (sources.length !== 1) throw new Error('identity.jwt needs exactly one of secret, publicKey, jwksUrl');
+  if (sources.length !== 1) throw new PolicyError(JWT_PATH.jwt, 'identity.jwt needs exactly one of secret, publicKey, jwksUrl');
   const asymmetric = algorithms.filter((algorithm) => !HMAC_ALGORITHMS.has(algorithm));
 
   if (jwt.secret !== undefined) {
-    if (jwt.secret === '') throw new Error('identity.jwt.secret is empty');
+    if (jwt.secret === '') throw new PolicyError(JWT_PATH.secret, 'identity.jwt.secret is empty');
     if (asymmetric.length > 0) {
-      throw new Error(`identity.jwt.secret only verifies HS256/HS384/HS512, not ${asymmetric.join(', ')}`);
+      throw new PolicyError(JWT_PATH.algorithms, `identity.jwt.secret only verifies HS256/HS384/HS512, not ${asymmetric.join(', ')}`);
     }
     return new TextEncoder().encode(jwt.secret);
   }
 
   if (asymmetric.length !== algorithms.length) {
-    throw new Error('identity.jwt: HS256/HS384/HS512 need a secret, not a publicKey or jwksUrl');
+    throw new PolicyError(JWT_PATH.algorithms, 'identity.jwt: HS256/HS384/HS512 need a secret, not a publicKey or jwksUrl');
   }
 
   if (jwt.publicKey !== undefined) {
     if (jwt.publicKey.includes('PRIVATE KEY')) {
-      throw new Error('identity.jwt.publicKey holds a private key; give the public key (PEM SPKI)');
+      throw new PolicyError(JWT_PATH.publicKey, 'identity.jwt.publicKey holds a private key; give the public key (PEM SPKI)');
     }
     let key: KeyObject;
     try {
       key = createPublicKey(jwt.publicKey);
     } catch (error) {
-      throw new Error(`identity.jwt.publicKey is not a PEM public key: ${(error as Error).message}`);
+      throw new PolicyError(JWT_PATH.publicKey, `identity.jwt.publicKey is not a PEM public key: ${(error as Error).message}`);
     }
     for (const algorithm of algorithms) {
       if (!PUBLIC_KEY_FITS[algorithm](key)) {
-        throw new Error(`identity.jwt.publicKey (${describeKey(key)}) cannot verify ${algorithm}`);
+        throw new PolicyError(JWT_PATH.publicKey, `identity.jwt.publicKey (${describeKey(key)}) cannot verify ${algorithm}`);
       }
     }
     // jose converts this KeyObject once per algorithm and caches the result.
@@ -317,10 +328,10 @@ function createJwksKey(jwksUrl: string, health: Health, now: () => number): JWTV
   try {
     url = new URL(jwksUrl);
   } catch {
-    throw new Error(`identity.jwt.jwksUrl is not a URL: ${jwksUrl}`);
+    throw new PolicyError(JWT_PATH.jwksUrl, `identity.jwt.jwksUrl is not a URL: ${jwksUrl}`);
   }
   if (url.protocol !== 'https:' && url.protocol !== 'http:') {
-    throw new Error(`identity.jwt.jwksUrl must be http: or https:, got ${url.protocol}`);
+    throw new PolicyError(JWT_PATH.jwksUrl, `identity.jwt.jwksUrl must be http: or https:, got ${url.protocol}`);
   }
   let retryAt = 0;
 

@@ -35,6 +35,13 @@ routes:
         window: 1m
 `;
 
+/**
+ * Valid to the schema, but its RSA publicKey cannot verify the ES256 it lists: only
+ * compiling the policy finds that. The key's value (`|`) is at 5:16.
+ */
+const KEY_MISMATCH = path.join(ROOT, 'test/fixtures/config/jwt_public_key_wrong_algorithm.yaml');
+const KEY_MISMATCH_ISSUE = { file: KEY_MISMATCH, line: 5, col: 16, message: 'identity.jwt.publicKey (rsa 2048 bits) cannot verify ES256' };
+
 /** `FILE:LINE:COL message` lines of stderr, parsed. */
 function issues(stderr: string): Array<{ file: string; line: number; col: number; message: string }> {
   return stderr
@@ -64,6 +71,18 @@ describe('tollgate validate', () => {
     assert.match(found[0].message, /unknown key "limts"/);
     assert.deepEqual({ ...found[1], message: undefined }, { file, line: 12, col: 49, message: undefined });
     assert.match(found[1].message, /anonymous/);
+  });
+
+  it('compiles the policy too: a public key that cannot verify the listed algorithm exits 1 at its line', async () => {
+    const result = await runCli(['validate', KEY_MISMATCH]);
+    assert.equal(result.code, 1, result.stdout);
+    assert.deepEqual(issues(result.stderr), [KEY_MISMATCH_ISSUE]);
+  });
+
+  it('a file without upstream is valid: serve may get it from --upstream', async () => {
+    const result = await runCli(['validate', writePolicy('routes: []\n')]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /valid/);
   });
 
   it('exits 1 for a file that cannot be read, and names it', async () => {
@@ -115,6 +134,14 @@ describe('tollgate serve', () => {
       ],
     );
     assert.equal(cli.logs.filter((l) => l.event === 'listening').length, 0, 'nothing started half-configured');
+  });
+
+  it('exits 1 on a policy that cannot compile, at the same FILE:LINE:COL as validate', async () => {
+    const cli = spawnCli(['serve', '--config', KEY_MISMATCH, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0']);
+    const exit = await cli.exited;
+    assert.equal(exit.code, 1);
+    assert.deepEqual(issues(cli.stderr()), [KEY_MISMATCH_ISSUE]);
+    assert.equal(cli.logs.filter((l) => l.event === 'listening').length, 0);
   });
 
   it('exits 1 naming the address when the listen port is taken, instead of hanging with the admin port open', async () => {

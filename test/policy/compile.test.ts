@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { PolicyConfig, RouteConfig } from '../../src/config/types.js';
 import { ALGORITHM_CODES, compilePolicy, DEFAULT_MESSAGE } from '../../src/policy/compile.js';
+import { PolicyError } from '../../src/policy/errors.js';
 
 function policy(routes: RouteConfig[], overrides: Partial<PolicyConfig> = {}): PolicyConfig {
   return {
@@ -152,6 +153,24 @@ describe('compilePolicy', () => {
     assert.equal(any.policyName, 'token.ip');
     // No twin: the key stays route + by + window + algorithm, so editing `for` keeps the count.
     assert.equal(hourly.keyPrefix, '{token}:ip:3600000:sw:');
+  });
+
+  it('errors name where in the policy they are, for FILE:LINE:COL', () => {
+    const pathOf = (config: PolicyConfig): unknown => {
+      try {
+        compilePolicy(config, 'h');
+      } catch (error) {
+        assert.ok(error instanceof PolicyError, String(error));
+        return error.path;
+      }
+      assert.fail('compiled');
+    };
+    assert.deepEqual(pathOf(policy([], { upstream: undefined })), ['upstream']);
+    assert.deepEqual(pathOf(policy([SEARCH, SEARCH])), ['routes', 1, 'id']);
+    assert.deepEqual(pathOf(policy([SEARCH, { ...SEARCH, id: 'a}b' }])), ['routes', 1]);
+    assert.deepEqual(pathOf(policy([], { clientIp: { trustedProxies: ['nope'], ipv6Prefix: 64 } })), ['clientIp']);
+    const jwt = { secret: 'x'.repeat(32), algorithms: ['RS256'], userClaim: 'sub' };
+    assert.deepEqual(pathOf(policy([], { identity: { jwt } })), ['identity', 'jwt', 'algorithms']);
   });
 
   it('algorithm codes are the agreed ones', () => {

@@ -222,6 +222,16 @@ describe('an invalid edit keeps the old policy', () => {
       await own.close();
     }
   });
+
+  test('a compile error is logged at the line it concerns, not at 1:1', async () => {
+    const activeHash = tg.tollgate.policy.hash;
+    // Passes the schema; its RSA publicKey (value at 5:16) cannot verify the ES256 it lists.
+    writeFileSync(tg.file, readFileSync(new URL('../fixtures/config/jwt_public_key_wrong_algorithm.yaml', import.meta.url)));
+    const message = 'identity.jwt.publicKey (rsa 2048 bits) cannot verify ES256';
+    assert.deepEqual(tg.tollgate.reload(), { ok: false, errors: [{ file: tg.file, line: 5, col: 16, message }] });
+    assert.equal(tg.logs.events('config_reload_failed').at(-1)?.msg, `${tg.file}:5:16 ${message}`);
+    assert.equal(tg.tollgate.policy.hash, activeHash);
+  });
 });
 
 describe('counters across a reload', () => {
