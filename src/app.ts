@@ -84,6 +84,17 @@ function sameStore(a: StoreConfig, b: StoreConfig): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
 }
 
+/**
+ * How long a replaced upstream's forwarders stay open after a reload, on top of its
+ * longest upstream timeout (see `#retire`).
+ */
+const RETIRED_FORWARDERS_GRACE_MS = 30 * 1000; // 30s
+
+function closeForwarders(forwarders: ActivePolicy): Promise<void> {
+  forwarders.ws.close();
+  return forwarders.http.close();
+}
+
 /** How long start-up waits for Redis before listening anyway. */
 const REDIS_START_WAIT_MS = 2_000; // 2s
 
@@ -132,6 +143,8 @@ export class Tollgate {
   readonly #proxy: ProxyServer;
   readonly #admin: http.Server;
   #watcher: { close(): void } | undefined;
+  /** Forwarders of upstreams a reload replaced, with the timer that closes them. */
+  readonly #retired = new Map<ActivePolicy, NodeJS.Timeout>();
   #ready = false;
   #draining = false;
   #proxyAddress: AddressInfo | undefined;
@@ -278,11 +291,7 @@ export class Tollgate {
     };
     const previousHash = this.#loaded.hash;
     this.#loaded = loaded;
-    if (!sameUpstream) {
-      // In-flight requests finish on the old pool; close() waits for them.
-      void previous.http.close();
-      previous.ws.close();
-    }
+    if (!sameUpstream) this.#retire(previous);
     previous.policy.identity?.close?.();
     this.metrics.configReloads.inc({ result: 'success' });
     this.metrics.configValid.set(1);
@@ -291,6 +300,27 @@ export class Tollgate {
     this.metrics.configInfo.set({ hash: loaded.hash }, 1);
     this.logger.info({ event: 'config_reloaded', trigger, hash: loaded.hash, routes: policy.routes.length }, 'policy reloaded');
     return { ok: true, changed: true, hash: loaded.hash };
+  }
+
+  /**
+   * Closes a replaced upstream's forwarders later rather than now. A request takes the
+   * active forwarders when it arrives but forwards only after its evaluation (a Redis
+   * round trip, a JWKS fetch): had the pool been closed meanwhile, it would get a 502.
+   * A timer is simpler than counting each forwarder's users (which only the proxy could
+   * do) and enough: evaluations end within their own few-second timeouts, well inside the
+   * grace. The longest upstream timeout is added for WebSocket handshakes started on the
+   * old agent, which closing it would cut; HTTP requests already sent are waited for by the
+   * pool's close(). Shutdown closes them at once (`#closeRest`).
+   */
+  #retire(forwarders: ActivePolicy): void {
+    const { policy } = forwarders;
+    const longestTimeoutMs = Math.max(policy.upstreamTimeoutMs, ...policy.routes.map((route) => route.upstreamTimeoutMs));
+    const timer = setTimeout(() => {
+      this.#retired.delete(forwarders);
+      void closeForwarders(forwarders);
+    }, RETIRED_FORWARDERS_GRACE_MS + longestTimeoutMs);
+    timer.unref();
+    this.#retired.set(forwarders, timer);
   }
 
   /**
@@ -336,8 +366,12 @@ export class Tollgate {
   async #closeRest(): Promise<void> {
     this.#violations.close();
     this.#active.policy.identity?.close?.();
-    this.#active.ws.close();
-    await Promise.allSettled([this.#active.http.close(), this.store.close()]);
+    const retired = [...this.#retired].map(([forwarders, timer]) => {
+      clearTimeout(timer);
+      return closeForwarders(forwarders);
+    });
+    this.#retired.clear();
+    await Promise.allSettled([closeForwarders(this.#active), ...retired, this.store.close()]);
     this.#admin.closeAllConnections();
     await closeServer(this.#admin);
   }

@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { startTollgate, writePolicy, type TestTollgate } from '../helpers/tollgate.js';
 import { startEchoUpstream, type EchoUpstream } from '../helpers/upstream.js';
 
@@ -319,6 +320,7 @@ async function startGatedUpstream(name: string) {
     if (req.url?.startsWith('/slow')) held.push(res);
     else res.end(name);
   });
+  server.keepAliveTimeout = 60 * 1000; // 60s: idle pooled sockets close only when Tollgate closes them
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
@@ -326,6 +328,8 @@ async function startGatedUpstream(name: string) {
     release(): void {
       for (const res of held.splice(0)) res.end(`${name} slow`);
     },
+    /** Open connections (Tollgate's pooled keep-alive sockets among them). */
+    connections: () => new Promise<number>((resolve, reject) => server.getConnections((error, n) => (error ? reject(error) : resolve(n)))),
     close: async () => {
       server.closeAllConnections();
       await new Promise<void>((r) => server.close(() => r()));
@@ -378,6 +382,64 @@ routes:
       assert.equal(second.policy, '"slow.global";q=20;w=60');
     } finally {
       await tg.close();
+    }
+  });
+});
+
+describe('a request still being evaluated during a reload', () => {
+  test('reaches the upstream it started with, though the reload replaced it; close() releases the old pool', async (t) => {
+    const oldUpstream = await startGatedUpstream('old');
+    const newUpstream = await startGatedUpstream('new');
+    // A JWKS endpoint that answers only when told: the request's evaluation waits on it.
+    const { publicKey, privateKey } = await generateKeyPair('ES256', { extractable: true });
+    const jwks = JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' }] });
+    const jwksHeld: http.ServerResponse[] = [];
+    const jwksServer = http.createServer((_req, res) => jwksHeld.push(res));
+    await new Promise<void>((r) => jwksServer.listen(0, '127.0.0.1', r));
+    t.after(async () => {
+      jwksServer.closeAllConnections();
+      await new Promise<void>((r) => jwksServer.close(() => r()));
+      await oldUpstream.close();
+      await newUpstream.close();
+    });
+    const policy = (upstream: string, limit: number) => `
+upstream: ${upstream}
+identity:
+  jwt:
+    jwksUrl: http://127.0.0.1:${(jwksServer.address() as AddressInfo).port}/jwks.json
+    algorithms: [ES256]
+routes:
+  - id: api
+    match: { path: /api/* }
+    limits:
+      - { by: user, limit: ${limit}, window: 1m, for: authenticated }
+`;
+    const token = await new SignJWT({ sub: 'alice' }).setProtectedHeader({ alg: 'ES256', kid: 'k1' }).sign(privateKey);
+    const tg = await startTollgate(policy(oldUpstream.url, 10));
+    let closed = false;
+    try {
+      // Warm the pool to the old upstream (no token: no JWKS wait).
+      assert.equal((await get(`${tg.url}/api/warm`)).body, 'old');
+      const pending = get(`${tg.url}/api/a`, { authorization: `Bearer ${token}` });
+      await eventually(() => assert.equal(jwksHeld.length, 1));
+
+      writeFileSync(tg.file, policy(newUpstream.url, 20));
+      assert.equal(tg.tollgate.reload().ok, true);
+      for (const res of jwksHeld.splice(0)) res.end(jwks);
+
+      const answer = await pending;
+      assert.equal(answer.status, 200, answer.body); // was 502 UPSTREAM_UNAVAILABLE: the old pool was closed
+      assert.equal(answer.body, 'old');
+      assert.equal(answer.limit, '10');
+      assert.equal((await get(`${tg.url}/api/b`)).body, 'new');
+
+      // The replaced pool is still open (its grace has not run out), and closing Tollgate closes it.
+      assert.ok((await oldUpstream.connections()) > 0);
+      await tg.close();
+      closed = true;
+      await eventually(async () => assert.equal(await oldUpstream.connections(), 0));
+    } finally {
+      if (!closed) await tg.close();
     }
   });
 });
