@@ -1,4 +1,5 @@
 import type { AlgorithmName, LimitConfig, PolicyConfig, RouteConfig } from '../config/types.js';
+import { ALGORITHMS } from '../limiter/algorithms/index.js';
 import { createAllowList } from './allow.js';
 import { createClientIpResolver } from './client-ip.js';
 import { PolicyError } from './errors.js';
@@ -13,14 +14,6 @@ export interface CompileOptions {
   now?: () => number;
   identityEvents?: IdentityEvents;
 }
-
-/** Short algorithm codes used in store keys. */
-export const ALGORITHM_CODES: Readonly<Record<AlgorithmName, string>> = Object.freeze({
-  'sliding-window': 'sw',
-  'sliding-log': 'sl',
-  'fixed-window': 'fw',
-  'token-bucket': 'tb',
-});
 
 export const DEFAULT_MESSAGE = 'Too many requests, please retry later';
 
@@ -119,7 +112,8 @@ function sharesIdentity(route: RouteConfig, index: number, routeAlgorithm: Algor
 
 function compileLimit(routeId: string, limit: LimitConfig, index: number, routeAlgorithm: AlgorithmName, shared: boolean): CompiledLimit {
   const algorithm = limit.algorithm ?? routeAlgorithm;
-  const code = ALGORITHM_CODES[algorithm];
+  // The algorithm's own code, the one the Redis store's scripts are keyed by.
+  const code = ALGORITHMS[algorithm]?.code;
   if (code === undefined) throw new Error(`route "${routeId}": unknown algorithm "${algorithm}"`);
   const { kind, headerName } = limitKind(routeId, limit.by);
   const by = headerName === undefined ? limit.by : `${HEADER_PREFIX}${headerName}`;

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { PolicyConfig, RouteConfig } from '../../src/config/types.js';
-import { ALGORITHM_CODES, compilePolicy, DEFAULT_MESSAGE } from '../../src/policy/compile.js';
+import { ALGORITHMS } from '../../src/limiter/algorithms/index.js';
+import { compilePolicy, DEFAULT_MESSAGE } from '../../src/policy/compile.js';
 import { PolicyError } from '../../src/policy/errors.js';
 
 function policy(routes: RouteConfig[], overrides: Partial<PolicyConfig> = {}): PolicyConfig {
@@ -127,7 +128,7 @@ describe('compilePolicy', () => {
     assert.ok(Object.isFrozen(compiled.routes[0]));
     assert.ok(Object.isFrozen(compiled.routes[0].limits));
     assert.ok(Object.isFrozen(compiled.routes[0].limits[0]));
-    assert.ok(Object.isFrozen(ALGORITHM_CODES));
+    assert.ok(Object.isFrozen(ALGORITHMS));
   });
 
   it('refuses route ids that would break the key hash tag, and duplicates', () => {
@@ -174,6 +175,7 @@ describe('compilePolicy', () => {
   });
 
   it('algorithm codes are the agreed ones', () => {
-    assert.deepEqual({ ...ALGORITHM_CODES }, { 'sliding-window': 'sw', 'sliding-log': 'sl', 'fixed-window': 'fw', 'token-bucket': 'tb' });
+    const codes = Object.fromEntries(Object.entries(ALGORITHMS).map(([name, algorithm]) => [name, algorithm.code]));
+    assert.deepEqual(codes, { 'sliding-window': 'sw', 'sliding-log': 'sl', 'fixed-window': 'fw', 'token-bucket': 'tb' });
   });
 });
