@@ -213,7 +213,9 @@ export class Tollgate {
       throw error;
     }
     if (options.watch !== false) {
-      tollgate.#watcher = watchConfigFile(options.settings.configFile, () => void tollgate.reload('file_change'));
+      tollgate.#watcher = watchConfigFile(options.settings.configFile, () => void tollgate.reload('file_change'), {
+        onError: (error) => logger.warn({ event: 'config_watch_failed', err: error }, 'policy file not watched: edits reload on SIGHUP only'),
+      });
     }
     return tollgate;
   }
