@@ -14,6 +14,7 @@
 import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
 import { DURATION_EXAMPLES, parseDuration } from './duration.js';
+import { SIZE_EXAMPLES, parseSize } from './size.js';
 import type {
   AlgorithmName,
   JwtConfig,
@@ -187,7 +188,7 @@ function integer(min: number, max: number, rule: string) {
 }
 const positiveInteger = integer(1, Number.MAX_SAFE_INTEGER, 'a positive integer');
 
-const duration = z
+export const duration = z
   .string({
     error: (issue) =>
       issue.input === undefined
@@ -207,6 +208,29 @@ const duration = z
       return z.NEVER;
     }
     return ms;
+  });
+
+/** A byte size (`512b`, `64kb`, `1mb`; 1024-based), parsed to bytes; never 0. */
+export const size = z
+  .string({
+    error: (issue) =>
+      issue.input === undefined
+        ? undefined
+        : typeof issue.input === 'number'
+          ? `a size needs a unit: write ${issue.input}b, ${issue.input}kb, ... (use ${SIZE_EXAMPLES})`
+          : `must be a size (use ${SIZE_EXAMPLES}), got ${show(issue.input)}`,
+  })
+  .transform((value, ctx) => {
+    const bytes = parseSize(value);
+    if (bytes === undefined) {
+      ctx.addIssue({ code: 'custom', input: value, message: `invalid size ${show(value)} (use ${SIZE_EXAMPLES}; units are lower-case and 1024-based)` });
+      return z.NEVER;
+    }
+    if (bytes <= 0) {
+      ctx.addIssue({ code: 'custom', input: value, message: `size must be larger than 0, got ${show(value)}` });
+      return z.NEVER;
+    }
+    return bytes;
   });
 
 function httpUrl(example: string) {
