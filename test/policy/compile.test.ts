@@ -52,6 +52,7 @@ describe('compilePolicy', () => {
         routeId: 'livekit-token',
         by: 'ip',
         kind: 'ip',
+        type: 'rate',
         limit: 10,
         windowMs: 60_000,
         blockMs: 300_000,
