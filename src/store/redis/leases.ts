@@ -38,6 +38,8 @@ export class LeaseKeeper {
   #releaseKeys: string[] = [];
   #releaseMembers: string[] = [];
   #flushScheduled = false;
+  /** Release calls sent and not yet answered. */
+  readonly #sending = new Set<Promise<unknown>>();
   readonly #timer: NodeJS.Timeout;
   #closed = false;
 
@@ -74,14 +76,23 @@ export class LeaseKeeper {
     this.#flushScheduled = false;
     const keys = this.#releaseKeys;
     const members = this.#releaseMembers;
+    if (keys.length === 0) return;
     this.#releaseKeys = [];
     this.#releaseMembers = [];
     for (const [groupKeys, groupMembers] of this.#groups(keys, members)) {
-      this.#eval('settle', SETTLE_LUA, groupKeys, groupMembers).catch((error: unknown) => {
+      const sent = this.#eval('settle', SETTLE_LUA, groupKeys, groupMembers).catch((error: unknown) => {
         this.#options.logger.debug({ store: 'redis', err: error }, 'slot release failed: the lease expires on its own');
       });
+      this.#sending.add(sent);
+      void sent.finally(() => this.#sending.delete(sent));
     }
   };
+
+  /** Sends the releases queued in this turn now and resolves once every release sent so far was answered. */
+  async flushed(): Promise<void> {
+    this.#flush();
+    await Promise.all([...this.#sending]);
+  }
 
   /** Renews every held lease (also called by the timer). */
   renew(): void {
@@ -104,8 +115,12 @@ export class LeaseKeeper {
     }
   }
 
-  /** Stops renewing; leases still held expire on their own (a drained replica released them already). */
-  close(): void {
+  /**
+   * Stops renewing and sends the releases still queued; leases still held expire on their
+   * own (a drained replica released them already).
+   */
+  async close(): Promise<void> {
+    await this.flushed();
     this.#closed = true;
     clearInterval(this.#timer);
     this.#held.clear();

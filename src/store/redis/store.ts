@@ -47,6 +47,12 @@ export interface RedisStore extends RateLimitStore {
   readonly roundTrips: number;
   /** Live replicas at the last heartbeat, else `expectedReplicas`. */
   readonly liveReplicas: number;
+  /** Concurrency leases this replica holds. */
+  readonly leasesHeld: number;
+  /** Resolves once every slot release handed to `settle` so far has been applied in Redis. */
+  settled(): Promise<void>;
+  /** Renews every held lease now (the timer does this every third of the lease length). */
+  renewLeases(): void;
   ready(timeoutMs: number): Promise<boolean>;
 }
 
@@ -245,6 +251,15 @@ class RedisRateLimitStore implements RedisStore {
     return this.#leases.size;
   }
 
+  /** Resolves once every slot release handed to `settle` so far has been applied in Redis. */
+  settled(): Promise<void> {
+    return this.#leases.flushed();
+  }
+
+  renewLeases(): void {
+    this.#leases.renew();
+  }
+
   decide(checks: readonly LimitCheck[], now: number, shadow = false): StoreDecision | Promise<StoreDecision> {
     const n = checks.length;
     if (n === 0) return EMPTY_DECISION;
@@ -377,7 +392,7 @@ class RedisRateLimitStore implements RedisStore {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    this.#leases.close();
+    await this.#leases.close();
     await this.#heartbeat.stop();
     // A hung Redis may never answer QUIT: wait at most 1 s; disconnect stops the reconnect
     // loop either way (and settles a pending QUIT, hence the catch).
