@@ -92,13 +92,51 @@ interface LimitCommon {
   for: LimitFor; // default 'any'
 }
 
-/** `{ by, limit, window }`: requests per window. */
+/** `{ by, limit, window }`: requests (or cost units) per window. */
 export interface RateLimitConfig extends LimitCommon {
   limit: number; // positive integer
+  /** The window; for a calendar period (`1w`, `1mo`) its nominal length (7 days, 31 days per unit). */
   windowMs: number;
+  /**
+   * Set when the window follows the calendar: weeks (Monday 00:00) and months (the 1st,
+   * 00:00), or days, weeks and months in `timezone` (local midnight, DST included).
+   * Only with fixed-window.
+   */
+  period?: CalendarPeriodConfig;
+  /** One block duration, or the first of `blocks`. */
   blockMs?: number;
+  /** Escalating blocks: the n-th block of a key within `forgetAfterMs` of its previous one lasts the n-th entry (the last repeats). */
+  blocks?: number[];
+  /** Strikes are forgotten once this long has passed since the previous block ended; default twice the longest block. */
+  forgetAfterMs?: number;
+  /** Only responses with these statuses count (the others give their reservation back). */
+  count?: CountConfig;
+  /** Units a request costs: a fixed weight, or the upstream's own figure from a response header. */
+  cost?: number | CostHeaderConfig;
   algorithm?: AlgorithmName;
   concurrent?: undefined;
+}
+
+/** `window: 1mo` and friends, or a window of whole days with `timezone`. */
+export interface CalendarPeriodConfig {
+  unit: 'd' | 'w' | 'mo';
+  count: number;
+  /** IANA time zone (`Europe/Berlin`); absent = UTC. */
+  timezone?: string;
+}
+
+export interface CountConfig {
+  /** Statuses 100-599 and classes (`5xx` as 500..599). */
+  status: number[];
+}
+
+export interface CostHeaderConfig {
+  /** Lower-cased response header the upstream reports the cost in. */
+  header: string;
+  /** Reserved at admission and charged when the header is missing or malformed; default 1, may be 0. */
+  default: number;
+  /** A reported cost above this is charged as this (default 2^53 - 1). */
+  max: number;
 }
 
 /**
@@ -109,7 +147,12 @@ export interface ConcurrencyLimitConfig extends LimitCommon {
   concurrent: number; // positive integer
   limit?: undefined;
   windowMs?: undefined;
+  period?: undefined;
   blockMs?: undefined;
+  blocks?: undefined;
+  forgetAfterMs?: undefined;
+  count?: undefined;
+  cost?: undefined;
   algorithm?: undefined;
 }
 
