@@ -51,7 +51,7 @@ describe('MemoryStore: shared vectors', () => {
   for (const vector of loadVectors()) {
     it(vector.name, async () => {
       const { store, decide } = storeOnClock();
-      await runVector(vector, decide, undefined, (hold) => store.settle(hold));
+      await runVector(vector, decide, undefined, (hold, _now, deltas) => store.settle(hold, deltas));
     });
   }
 });

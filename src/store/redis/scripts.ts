@@ -289,12 +289,18 @@ local function ccTake(key, lease, member)
   if call('PTTL', key) < ttl then call('PEXPIRE', key, ttl) end
 end
 
--- The next block of an escalating limit: strike = the remembered one + 1 (the key
--- expires forgetAfter after the previous block ended), length = that strike's entry.
+-- The next block of an escalating limit: strike = the remembered one + 1 while it is
+-- remembered ("<strike> <forgetAt>": forgetAfter after the previous block ended; the
+-- key's TTL only collects it), length = that strike's entry, the last repeating.
 local function nextBlock(sp, strikeKey)
-  local strike = tonumber(call('GET', strikeKey) or 0) + 1
+  local strike = 1
+  local v = call('GET', strikeKey)
+  if v then
+    local n, forgetAt = match(v, '^(%d+) (%S+)$')
+    if n and tonumber(forgetAt) > now then strike = tonumber(n) + 1 end
+  end
   local ms = sp.blocks[min(strike, #sp.blocks)]
-  call('SET', strikeKey, strike, 'PX', ceil(ms + sp.forget + slack))
+  call('SET', strikeKey, format('%d %.17g', strike, now + ms + sp.forget), 'PX', ceil(ms + sp.forget + slack))
   return strike, ms
 end
 
@@ -489,7 +495,7 @@ return redis.call('ZCARD', KEYS[1])
 
 /** sha1 of each script (what EVALSHA sends); pinned so a stale edit is caught offline. */
 export const SCRIPT_SHA1 = Object.freeze({
-  decide: '263ac7354f3b36a8d21ca98c6d8fa12a67bd4a60',
+  decide: '28660b395c04fccb27e420b41a26c0b0dd1fb3d3',
   heartbeat: '56f1982dd4dd0c0603bab9afbcd52b25bd1db1e4',
   settle: '74e2010d1f8a15f2ac956a74542659870b976b6b',
   renew: '774219d5e307ccfb77d529a5c899e0b4ae35fdf6',
