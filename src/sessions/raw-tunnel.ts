@@ -51,7 +51,7 @@ export class RawTunnel implements Tunnel {
   #timer: TimerHandle | undefined;
   #openSockets = 2;
 
-  constructor(sockets: TunnelSockets & { readonly websocket: boolean }, clock: SessionClock, onClose: OnTunnelClose) {
+  constructor(sockets: TunnelSockets, clock: SessionClock, onClose: OnTunnelClose) {
     // Direction d reads from #sockets[d] and writes to the other one.
     this.#sockets = [sockets.client, sockets.upstream];
     this.#heads = [sockets.clientHead, sockets.upstreamHead];

@@ -11,8 +11,6 @@ export interface TunnelContext {
   readonly routeId: string;
   /** The route's compiled `session:`; null = a raw tunnel. */
   readonly session: CompiledSession | null;
-  /** The 101 said `Upgrade: websocket` (anything else is relayed raw and never framed). */
-  readonly websocket: boolean;
   readonly requestId: string;
   readonly userId: string | undefined;
   readonly clientIp: string;
@@ -70,8 +68,8 @@ export class TunnelRegistry {
   open(sockets: TunnelSockets, context: TunnelContext): Tunnel {
     const onClose = (reason: CloseReason, stats: TunnelStats): void => this.#closed(tunnel, context, reason, stats);
     const tunnel: Tunnel =
-      context.session === null || !context.websocket
-        ? new RawTunnel({ ...sockets, websocket: context.websocket }, this.#clock, onClose)
+      context.session === null || !sockets.websocket
+        ? new RawTunnel(sockets, this.#clock, onClose)
         : new SessionRelay(sockets, context.session, this.#clock, onClose);
     this.#open.add(tunnel);
     this.#metrics.websocketSessions.inc({ route: context.routeId });

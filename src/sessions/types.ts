@@ -60,6 +60,8 @@ export interface TunnelSockets {
   readonly upstreamHead: Buffer;
   /** The upstream 101's `Sec-WebSocket-Extensions` (what both ends negotiated). */
   readonly extensions: string | undefined;
+  /** The 101 said `Upgrade: websocket`; anything else is relayed raw and never framed. */
+  readonly websocket: boolean;
 }
 
 /** Timer handle of a `SessionClock`; opaque to the caller. */

@@ -15,7 +15,7 @@ export interface Front {
  * 101 to the client and hands both sockets to `open` (which the tests point at a
  * tunnel under test). No limits, no header filtering: only what the tunnels see.
  */
-export async function startFront(upstreamUrl: string, open: (sockets: TunnelSockets & { websocket: boolean }) => void): Promise<Front> {
+export async function startFront(upstreamUrl: string, open: (sockets: TunnelSockets) => void): Promise<Front> {
   const upstream = new URL(upstreamUrl);
   const sockets = new Set<Duplex>();
   const server = http.createServer((_req, res) => res.writeHead(404).end());

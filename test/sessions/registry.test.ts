@@ -19,12 +19,11 @@ import { startFront, type Front } from './front.js';
 const IDLE: CompiledSession = { maxDurationMs: null, idleTimeoutMs: 1000, maxMessageBytes: null, messages: null };
 
 /** Route id by path: /raw -> raw, /session -> session (idle 1 s), /access -> raw with log.access. */
-function contextFor(path: string, websocket: boolean): TunnelContext {
+function contextFor(path: string): TunnelContext {
   const routeId = path.split('/')[2] ?? 'none';
   return {
     routeId,
     session: routeId === 'session' ? IDLE : null,
-    websocket,
     requestId: `req-${routeId}`,
     userId: 'user-1',
     clientIp: '127.0.0.1',
@@ -64,7 +63,7 @@ describe('TunnelRegistry', () => {
     registry = new TunnelRegistry({ metrics, logger: createLogger('info', logs), clock, linesPerSecond });
     const paths: string[] = [];
     front = await startFront(upstream.url, (sockets) => {
-      opened.push(registry.open(sockets, contextFor(paths.shift() ?? '/ws/raw', sockets.websocket)));
+      opened.push(registry.open(sockets, contextFor(paths.shift() ?? '/ws/raw')));
     });
     // The path of each next connection, read by the front's open() in order.
     connect = async (path: string) => {
