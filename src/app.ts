@@ -348,7 +348,7 @@ export class Tollgate {
     if (outcome === 'timeout') {
       this.logger.warn({ event: 'drain_timeout', tunnels: this.#proxy.tunnels.size }, 'drain timeout: closing remaining connections');
       server.closeAllConnections();
-      for (const socket of this.#proxy.tunnels) socket.destroy();
+      this.#proxy.tunnels.destroyAll();
       await closed;
     }
     await this.#closeRest();
@@ -360,13 +360,14 @@ export class Tollgate {
     this.#draining = true;
     this.#watcher?.close();
     this.#proxy.server.closeAllConnections();
-    for (const socket of this.#proxy.tunnels) socket.destroy();
+    this.#proxy.tunnels.destroyAll();
     await closeServer(this.#proxy.server);
     await this.#closeRest();
   }
 
   async #closeRest(): Promise<void> {
     this.#violations.close();
+    this.#proxy.tunnels.close();
     this.#active.policy.identity?.close?.();
     const retired = [...this.#retired].map(([forwarders, timer]) => {
       clearTimeout(timer);
