@@ -326,8 +326,9 @@ export class Tollgate {
   }
 
   /**
-   * Graceful stop: not ready at once, stop accepting, let in-flight requests and
-   * WebSocket tunnels finish until `drainTimeoutMs`, then cut what is left.
+   * Graceful stop: not ready at once, stop accepting, let in-flight requests finish
+   * and close WebSocket tunnels properly (1001 at the next frame boundary, so clients
+   * reconnect elsewhere) until `drainTimeoutMs`, then cut what is left.
    */
   async shutdown(drainTimeoutMs = this.#settings.drainTimeoutMs): Promise<void> {
     if (this.#draining) return;
@@ -337,9 +338,7 @@ export class Tollgate {
     const server = this.#proxy.server;
     const closed = closeServer(server);
     const deadline = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), drainTimeoutMs).unref());
-    const tunnelsClosed = (async () => {
-      while (this.#proxy.tunnels.size > 0) await new Promise((r) => setTimeout(r, 50));
-    })();
+    const tunnelsClosed = this.#proxy.tunnels.drain();
     // Responses that went out before the drain said keep-alive: close their connections
     // once idle instead of waiting for the keep-alive timeout.
     const idleSweep = setInterval(() => server.closeIdleConnections(), 100);
