@@ -87,9 +87,21 @@ export function createReceiver(options: { fromClient: boolean; maxPayload: numbe
   return new ws.Receiver({ isServer: options.fromClient, maxPayload: options.maxPayload, skipUTF8Validation: true, extensions });
 }
 
-/** One whole frame as buffers to write: header (and payload). Masked (in place) when `mask`. */
+/**
+ * Up to this payload size a frame is written as one buffer (header and payload copied
+ * together): a copy of a small payload costs less than a second write() call.
+ */
+const MERGE_BELOW = 2048;
+
+/**
+ * One whole frame as buffers to write: header and payload, or one buffer for a small
+ * payload. Masked when `mask` (a large payload in place).
+ */
 export function frame(data: Buffer, opcode: number, mask: boolean, rsv1 = false): Buffer[] {
-  return ws.Sender.frame(data, { fin: true, rsv1, opcode, mask, readOnly: false });
+  const small = data.length < MERGE_BELOW;
+  // Sender.frame merges a masked frame itself when it may not mask in place (readOnly).
+  const frames = ws.Sender.frame(data, { fin: true, rsv1, opcode, mask, readOnly: small });
+  return small && frames.length === 2 ? [Buffer.concat(frames, frames[0].length + frames[1].length)] : frames;
 }
 
 /** A close frame's payload: the code and the reason, or nothing for 1005 (no status). */
