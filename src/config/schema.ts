@@ -27,6 +27,7 @@ import type {
   RedisStoreConfig,
   RouteConfig,
   RouteMatchConfig,
+  SessionConfig,
 } from './types.js';
 
 /** A problem located by its path in the policy data (`['routes', 0, 'limits']`). */
@@ -486,6 +487,33 @@ const limitSchema = strictObject({
   });
 });
 
+/**
+ * The largest `maxMessageSize`: the frame parser (ws's Receiver) holds its limit in a
+ * 32-bit signed integer, so 2048mb and above would silently mean "no limit".
+ */
+const MAX_MESSAGE_BYTES = 2047 * 1024 * 1024;
+const SESSION_LIMITS = ['maxDuration', 'idleTimeout', 'maxMessageSize', 'messages'] as const;
+
+const sessionSchema = strictObject({
+  maxDuration: duration.optional(),
+  idleTimeout: duration.optional(),
+  maxMessageSize: size
+    .refine((bytes) => bytes <= MAX_MESSAGE_BYTES, { error: 'must be at most 2047mb (the largest limit the frame parser can enforce)' })
+    .optional(),
+  messages: strictObject({
+    limit: positiveInteger,
+    window: duration,
+  }).optional(),
+}).transform(
+  (session): SessionConfig =>
+    compact({
+      maxDurationMs: session.maxDuration,
+      idleTimeoutMs: session.idleTimeout,
+      maxMessageBytes: session.maxMessageSize,
+      messages: session.messages === undefined ? undefined : { limit: session.messages.limit, windowMs: session.messages.window },
+    }),
+);
+
 const routeSchema = strictObject({
   id: z.string({ error: mustBe('a route id') }).refine((value) => ROUTE_ID.test(value), {
     error: (issue) => `route id ${show(issue.input)} may only use letters, digits, ".", "_" and "-" (it is part of store keys)`,
@@ -497,6 +525,7 @@ const routeSchema = strictObject({
   upstreamTimeout: duration.optional(),
   message: text.optional(),
   limits: z.array(limitSchema),
+  session: sessionSchema.optional(),
 }).transform((route): RouteConfig => {
   const match: RouteMatchConfig = compact({
     ...route.match,
@@ -511,6 +540,7 @@ const routeSchema = strictObject({
     algorithm: route.algorithm,
     upstreamTimeoutMs: route.upstreamTimeout,
     limits: route.limits,
+    session: route.session,
   });
 });
 
@@ -671,6 +701,20 @@ function checkRoutes(routes: unknown[], root: RawMap, issues: PathIssue[]): void
       }
       if (typeof route.caseSensitive === 'boolean' && typeof match.caseSensitive === 'boolean' && route.caseSensitive !== match.caseSensitive) {
         issues.push({ path: ['routes', routeIndex, 'caseSensitive'], message: 'contradicts match.caseSensitive; set it in one place' });
+      }
+    }
+
+    const session = asMap(route.session);
+    if (session !== undefined) {
+      // Session limits follow WebSocket frames: a plain request has none to follow.
+      if (match !== undefined && match.websocket !== true) {
+        issues.push({
+          path: ['routes', routeIndex, 'session'],
+          message: 'session limits apply to WebSocket sessions only: set match.websocket: true (this route also matches plain requests)',
+        });
+      }
+      if (presentKeys(session, SESSION_LIMITS).length === 0) {
+        issues.push({ path: ['routes', routeIndex, 'session'], message: `give at least one of ${SESSION_LIMITS.join(', ')} (or remove session)` });
       }
     }
 

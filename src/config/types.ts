@@ -69,6 +69,23 @@ export interface RouteConfig {
   algorithm?: AlgorithmName;
   upstreamTimeoutMs?: number;
   limits: LimitConfig[];
+  /** WebSocket session limits; only on routes with `match.websocket: true`. */
+  session?: SessionConfig;
+}
+
+/**
+ * Limits on an open WebSocket session (`session:` on a route). Each is optional; at
+ * least one is given. Absent = not limited.
+ */
+export interface SessionConfig {
+  /** `maxDuration`: the session is closed (1001) this long after it opened. */
+  maxDurationMs?: number;
+  /** `idleTimeout`: closed (1001) after this long without a data message in either direction. */
+  idleTimeoutMs?: number;
+  /** `maxMessageSize`: a larger client message (payload bytes on the wire) closes it (1009). */
+  maxMessageBytes?: number;
+  /** `messages`: client->upstream data messages per sliding window; over it closes (1008). */
+  messages?: { limit: number; windowMs: number };
 }
 
 export interface RouteMatchConfig {

@@ -1,6 +1,7 @@
 import type { AlgorithmName, LimitConfig, PolicyConfig, RouteConfig } from '../config/types.js';
 import { ALGORITHMS } from '../limiter/algorithms/index.js';
 import { Calendar } from '../limiter/calendar.js';
+import { compileSession } from '../sessions/compile.js';
 import { createAllowList } from './allow.js';
 import { createClientIpResolver } from './client-ip.js';
 import { PolicyError } from './errors.js';
@@ -93,6 +94,7 @@ function compileRoute(route: RouteConfig, config: PolicyConfig): CompiledRoute {
     mode: route.mode ?? config.defaults.mode,
     upstreamTimeoutMs: route.upstreamTimeoutMs ?? config.upstreamTimeoutMs,
     limits: Object.freeze(route.limits.map((limit, index) => compileLimit(route.id, limit, index, routeAlgorithm, sharesIdentity(route, index, routeAlgorithm)))),
+    session: compileSession(route.session),
   });
 }
 

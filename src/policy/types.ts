@@ -1,5 +1,6 @@
 import type { AlgorithmName, LimitFor, Mode, PolicyConfig } from '../config/types.js';
 import type { Calendar } from '../limiter/calendar.js';
+import type { CompiledSession } from '../sessions/types.js';
 
 /** What kind of client key a limit counts by; also `X-RateLimit-Violation-Type`. */
 export type LimitKind = 'ip' | 'user' | 'header' | 'global';
@@ -82,6 +83,8 @@ export interface CompiledRoute {
   readonly mode: Mode;
   readonly upstreamTimeoutMs: number;
   readonly limits: readonly CompiledLimit[];
+  /** WebSocket session limits; null = none (the tunnel stays a raw byte relay). */
+  readonly session: CompiledSession | null;
 }
 
 /** The identity a request carries; both fields absent = anonymous. */

@@ -99,6 +99,19 @@ describe('compilePolicy', () => {
     assert.equal(compiled.loadedAt, 42);
   });
 
+  it('compiles session: limits (null when absent, and null as a whole without session:)', () => {
+    const live: RouteConfig = {
+      id: 'live',
+      match: { path: '/ws/live', websocket: true, caseSensitive: false },
+      limits: [],
+      session: { idleTimeoutMs: 1_800_000, messages: { limit: 600, windowMs: 60_000 } },
+    };
+    const [compiledLive, search] = compilePolicy(policy([live, SEARCH]), 'h').routes;
+    assert.deepEqual(compiledLive.session, { maxDurationMs: null, idleTimeoutMs: 1_800_000, maxMessageBytes: null, messages: { limit: 600, windowMs: 60_000 } });
+    assert.ok(Object.isFrozen(compiledLive.session));
+    assert.equal(search.session, null);
+  });
+
   it('route settings inherit: algorithm limit > route > defaults, mode, timeout, message', () => {
     const compiled = compilePolicy(policy([LIVEKIT, SEARCH], { defaults: { algorithm: 'sliding-log', mode: 'shadow' }, upstreamTimeoutMs: 9_000 }), 'h');
     const [livekit, search] = compiled.routes;
