@@ -83,6 +83,8 @@ export interface CompiledRoute {
   readonly mode: Mode;
   readonly upstreamTimeoutMs: number;
   readonly limits: readonly CompiledLimit[];
+  /** Upstream response headers the client never sees: the cost headers of the route's limits (null = none). */
+  readonly dropResponseHeaders: ReadonlySet<string> | null;
   /** WebSocket session limits; null = none (the tunnel stays a raw byte relay). */
   readonly session: CompiledSession | null;
 }
