@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { startTollgate, type TestTollgate } from '../helpers/tollgate.js';
 import { startEchoUpstream, type EchoUpstream } from '../helpers/upstream.js';
-import { echo, envelope, request } from './client.js';
+import { echo, envelope, request } from '../helpers/http.js';
 
 // Fixed windows make every header value exact arithmetic on the injected clock.
 const POLICY = `

@@ -8,7 +8,7 @@ import { serveCli, type ServingCli } from '../helpers/process.js';
 import { requireRedisServer, sharedRedis, spawnRedis, testPrefix, type RedisTarget, type SpawnedRedis } from '../helpers/redis.js';
 import { startEchoUpstream, type EchoUpstream } from '../helpers/upstream.js';
 import { writePolicy } from '../helpers/tollgate.js';
-import { request, type Reply } from '../proxy/client.js';
+import { request, type Reply } from '../helpers/http.js';
 
 function redisPolicy(prefix: string, extra = '', routes?: string): string {
   return `

@@ -23,7 +23,9 @@ import { createRedisStore } from '../../src/store/redis/index.js';
 import type { RedisStore } from '../../src/store/redis/index.js';
 import { StoreUnavailableError } from '../../src/store/types.js';
 import type { LimitCheck, StoreDecision } from '../../src/store/types.js';
-import { freePort, limitFixture, requireRedisServer, spawnRedis, testPrefix, waitFor, waitUntilShared } from '../helpers/redis.js';
+import { freePort } from '../helpers/ports.js';
+import { limitFixture, requireRedisServer, spawnRedis, testPrefix, waitUntilShared } from '../helpers/redis.js';
+import { eventually } from '../helpers/wait.js';
 import type { SpawnedRedis } from '../helpers/redis.js';
 import { LogCapture } from '../helpers/tollgate.js';
 
@@ -141,13 +143,13 @@ describe('redis store: Redis killed under load', () => {
       const a = open(t, redisConfig(server, prefix, onError), 50);
       const b = open(t, redisConfig(server, prefix, onError), 50);
       await waitUntilShared((c, n) => a.store.decide(c, n));
-      await waitFor('two live replicas', async () => a.store.liveReplicas === 2 && b.store.liveReplicas === 2);
+      await eventually(() => a.store.liveReplicas === 2 && b.store.liveReplicas === 2, { what: 'two live replicas', timeoutMs: 10_000 });
       const load = startLoad(t, [a.store, b.store]);
       await sleep(150);
 
       const killedAt = performance.now();
       await server.kill();
-      await waitFor('the breakers to open', async () => a.store.degraded && b.store.degraded, 5_000, 5);
+      await eventually(() => a.store.degraded && b.store.degraded, { what: 'the breakers to open', timeoutMs: 5_000, intervalMs: 5 });
       await sleep(300);
       const outage = load.samples.filter((s) => s.at > killedAt);
       const expectedKind: Kind = onError === 'local' ? 'degraded' : 'unavailable';
@@ -167,7 +169,7 @@ describe('redis store: Redis killed under load', () => {
       assert.equal(await degradedGauge(a.metrics), 1);
 
       await server.restart();
-      await waitFor('shared decisions again', async () => !a.store.degraded && !b.store.degraded, 10_000, 10);
+      await eventually(() => !a.store.degraded && !b.store.degraded, { what: 'shared decisions again', timeoutMs: 10_000, intervalMs: 10 });
       await sleep(100);
       await load.stop();
 
@@ -198,13 +200,13 @@ describe('redis store: Redis hung under load (SIGSTOP)', () => {
     const a = open(t, redisConfig(server, prefix, 'local'), 50);
     const b = open(t, redisConfig(server, prefix, 'local'), 50);
     await waitUntilShared((c, n) => a.store.decide(c, n));
-    await waitFor('two live replicas', async () => a.store.liveReplicas === 2 && b.store.liveReplicas === 2);
+    await eventually(() => a.store.liveReplicas === 2 && b.store.liveReplicas === 2, { what: 'two live replicas', timeoutMs: 10_000 });
     const load = startLoad(t, [a.store, b.store]);
     await sleep(150);
 
     const stoppedAt = performance.now();
     server.pause();
-    await waitFor('both breakers to open', async () => a.store.degraded && b.store.degraded, 5_000, 5);
+    await eventually(() => a.store.degraded && b.store.degraded, { what: 'both breakers to open', timeoutMs: 5_000, intervalMs: 5 });
     const openedAt = performance.now();
     await sleep(400);
 
@@ -224,7 +226,7 @@ describe('redis store: Redis hung under load (SIGSTOP)', () => {
     assert.ok(local.every((d) => d.degraded === true && d.outcomes[0].max === 5));
 
     server.resume();
-    await waitFor('shared decisions again', async () => !a.store.degraded && !b.store.degraded, 10_000, 10);
+    await eventually(() => !a.store.degraded && !b.store.degraded, { what: 'shared decisions again', timeoutMs: 10_000, intervalMs: 10 });
     await sleep(100);
     await load.stop();
 
