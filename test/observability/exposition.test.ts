@@ -29,10 +29,20 @@ routes:
       - { by: ip, limit: 1, window: 1m }
 `;
 
-/** A real Tollgate as production runs it: prom-client default metrics included. */
-function startWithDefaultMetrics(): Promise<TollgateWithEcho> {
-  return startWithEcho(POLICY, { metrics: createMetrics() });
+/**
+ * A real Tollgate as production runs it (prom-client default metrics included) that
+ * has taken every decision once; started on first use, shared by the file, stopped after it.
+ */
+let running: Promise<TollgateWithEcho> | undefined;
+function driven(): Promise<TollgateWithEcho> {
+  running ??= (async () => {
+    const tg = await startWithEcho(POLICY, { metrics: createMetrics() });
+    await driveEveryDecision(tg.url);
+    return tg;
+  })();
+  return running;
 }
+after(async () => (await running)?.close());
 
 /** Drives one request of each decision Tollgate can take with a memory store. */
 async function driveEveryDecision(url: string): Promise<void> {
@@ -53,10 +63,8 @@ async function driveEveryDecision(url: string): Promise<void> {
 describe('promtool check metrics', () => {
   let tg: TollgateWithEcho;
   before(async () => {
-    tg = await startWithDefaultMetrics();
-    await driveEveryDecision(tg.url);
+    tg = await driven();
   });
-  after(() => tg.close());
 
   test('default process/Node metrics are exported, minus the gauges named *_total', async () => {
     const types = metricTypes(await tg.scrape());
@@ -165,10 +173,8 @@ describe('dashboard and alert rules use only exported metrics', () => {
 
   let tg: TollgateWithEcho;
   before(async () => {
-    tg = await startWithDefaultMetrics();
-    await driveEveryDecision(tg.url);
+    tg = await driven();
   });
-  after(() => tg.close());
 
   test('every metric name in grafana/tollgate.json and prometheus/alerts.yaml is exported', async () => {
     const used = await metricNamesUsedByDeploy();
