@@ -1,7 +1,7 @@
 /**
  * Failure modes against a Redis this test spawns (and kills, or freezes, by pid):
  * - killed under load (SIGKILL) and hung under load (SIGSTOP): no decision waits out
- *   the dead Redis (each ends by the store's own deadline, WORST_DECISION_MS); once the
+ *   the dead Redis (each ends by the store's own deadline, DEADLINE_SLACK_MS); once the
  *   breaker is open decisions skip Redis; outcomes follow `onError` (allow/deny reject with
  *   StoreUnavailableError, local answers degraded with divided limits); restart or
  *   SIGCONT restores shared decisions with the same store object;
@@ -32,14 +32,15 @@ import { eventually, settledAtOnce, withDeadline } from '../helpers/wait.js';
 /** The store's decision budget (`timeout:`). */
 const TIMEOUT_MS = 100;
 /**
- * The longest a decision may take while Redis is dead or hung: ioredis's commandTimeout,
- * 2 x timeout + 100 ms (connection.ts). The store's own deadline answers at TIMEOUT_MS;
- * were it missing, that backstop would be the first thing to answer a hung Redis (then
- * the socket timeout, seconds later). So a decision under this bound was ended by the
- * store's deadline, and the 200 ms between the two leave room for timers that fire late
- * on a loaded 2-core box (a GC pause, the other test process).
+ * How much longer than TIMEOUT_MS a decision may take while Redis is dead or hung. The
+ * store's deadline never fires early; it fires late by however long the event loop
+ * stood still after it was due (on a loaded 2-core box the process loses the CPU for
+ * tens to hundreds of ms), which the test measures (LagMonitor) and subtracts. What is
+ * left is the batch's own settling: under 50 ms. A decision not ended by the store's
+ * deadline is ended by ioredis's commandTimeout (2 x timeout + 100 = 300 ms,
+ * connection.ts) or the socket timeout (seconds): far beyond TIMEOUT_MS + 50 ms.
  */
-const WORST_DECISION_MS = 2 * TIMEOUT_MS + 100;
+const DEADLINE_SLACK_MS = 50;
 /** Breakers and heartbeats settle within tens of ms; a loaded box gets 10 s. */
 const SETTLE_MS = 10_000;
 const DAY_MS = 86_400_000;
@@ -68,6 +69,23 @@ function open(t: TestContext, config: RedisStoreConfig, heartbeatMs?: number): H
 
 function redisConfig(server: { url: string }, prefix: string, onError: RedisStoreConfig['onError'], expectedReplicas = 1): RedisStoreConfig {
   return redisStoreConfig(server, { prefix, timeoutMs: TIMEOUT_MS, onError, expectedReplicas });
+}
+
+/**
+ * Each breaker transition is one line, never one per failure: the lines alternate
+ * degraded / healthy again, starting degraded and ending healthy (Redis is back). One
+ * outage gives exactly that pair; a loaded box can add a short outage of its own
+ * before the kill (decisions past the timeout because redis-server got no CPU), which
+ * is another pair, not a line per failure.
+ */
+function assertTransitionsLoggedOnce(logs: LogCapture): void {
+  const lines = logs.lines
+    .map((l) => String(l.msg))
+    .filter((m) => m.startsWith('redis store degraded') || m.startsWith('redis store healthy again'))
+    .map((m) => (m.startsWith('redis store degraded') ? 'degraded' : 'healthy'));
+  assert.ok(lines.length >= 2, `transition lines: ${JSON.stringify(lines)}`);
+  lines.forEach((line, i) => assert.equal(line, i % 2 === 0 ? 'degraded' : 'healthy', `transition lines: ${JSON.stringify(lines)}`));
+  assert.equal(lines.at(-1), 'healthy', `transition lines: ${JSON.stringify(lines)}`);
 }
 
 function check(limit: CompiledLimit, client: string): LimitCheck {
@@ -104,8 +122,32 @@ function startLoad(t: TestContext, stores: readonly RedisStore[], workers = 8): 
   return { samples, stop };
 }
 
-function maxLatency(samples: readonly Sample[]): number {
-  return samples.reduce((max, s) => Math.max(max, s.ms), 0);
+/**
+ * LagMonitor: how late the event loop ran, tick by tick. A 5 ms interval that ran late
+ * means the process stood still (busy elsewhere, or off the CPU) for that long.
+ */
+function startLagMonitor(t: TestContext): { stillDuring(from: number, to: number): number } {
+  const EVERY_MS = 5;
+  const stalls: { from: number; to: number }[] = [];
+  let last = performance.now();
+  const timer = setInterval(() => {
+    const now = performance.now();
+    if (now - last > EVERY_MS + 1) stalls.push({ from: last + EVERY_MS, to: now });
+    last = now;
+  }, EVERY_MS);
+  t.after(() => clearInterval(timer));
+  return {
+    stillDuring: (from, to) => stalls.reduce((sum, s) => sum + Math.max(0, Math.min(to, s.to) - Math.max(from, s.from)), 0),
+  };
+}
+
+/**
+ * The longest a decision took, less the time the loop stood still after its deadline
+ * was due (which only delays the deadline; a stall before it does not). Decisions of one
+ * turn share the oldest one's deadline: hence due 5 ms early.
+ */
+function maxLatency(samples: readonly Sample[], lag: { stillDuring(from: number, to: number): number }): number {
+  return samples.reduce((max, s) => Math.max(max, s.ms - lag.stillDuring(s.at + TIMEOUT_MS - 5, s.at + s.ms)), 0);
 }
 
 function p99(samples: readonly Sample[]): number {
@@ -146,17 +188,19 @@ describe('redis store: Redis killed under load', () => {
       const b = open(t, redisConfig(server, prefix, onError), 50);
       await waitUntilShared((c, n) => a.store.decide(c, n));
       await eventually(() => a.store.liveReplicas === 2 && b.store.liveReplicas === 2, { what: 'two live replicas', timeoutMs: SETTLE_MS });
+      const lag = startLagMonitor(t);
       const load = startLoad(t, [a.store, b.store]);
       await sleep(150);
 
       const killedAt = performance.now();
       await server.kill();
       await eventually(() => a.store.degraded && b.store.degraded, { what: 'the breakers to open', timeoutMs: SETTLE_MS, intervalMs: 5 });
-      await sleep(300);
+      // Enough decisions during the outage to judge them (counted, not timed: a loaded box makes fewer per second).
+      const duringOutage = () => load.samples.filter((s) => s.at > killedAt + 2 * TIMEOUT_MS);
+      await eventually(() => duringOutage().length > 50, { what: '50 decisions during the outage', timeoutMs: SETTLE_MS });
       const outage = load.samples.filter((s) => s.at > killedAt);
       const expectedKind: Kind = onError === 'local' ? 'degraded' : 'unavailable';
-      const afterOpen = load.samples.filter((s) => s.at > killedAt + 2 * TIMEOUT_MS);
-      assert.ok(afterOpen.length > 50, `only ${afterOpen.length} decisions during the outage`);
+      const afterOpen = duringOutage();
       assert.deepEqual(new Set(afterOpen.map((s) => s.kind)), new Set([expectedKind]));
 
       // Served per onError while Redis is down; `local` divides the limit by the 2 live replicas.
@@ -181,14 +225,14 @@ describe('redis store: Redis killed under load', () => {
       assert.ok(shared.every((d) => d.degraded === undefined));
       assert.equal(load.samples.at(-1)?.kind, 'shared');
 
-      const worst = maxLatency(load.samples);
-      t.diagnostic(`max decision latency ${worst.toFixed(1)} ms, p99 ${p99(outage).toFixed(1)} ms over ${load.samples.length} decisions`);
-      assert.ok(worst < WORST_DECISION_MS, `a decision took ${worst.toFixed(1)} ms: it waited out the dead Redis`);
+      const worst = maxLatency(load.samples, lag);
+      const slowest = Math.max(...load.samples.map((s) => s.ms));
+      t.diagnostic(`longest decision ${worst.toFixed(1)} ms without the loop's stalls (${slowest.toFixed(1)} ms with), p99 ${p99(outage).toFixed(1)} ms over ${load.samples.length} decisions`);
+      assert.ok(worst < TIMEOUT_MS + DEADLINE_SLACK_MS, `a decision took ${worst.toFixed(1)} ms beyond the loop's stalls: it waited out the dead Redis`);
       assert.equal(load.samples.filter((s) => s.kind === 'error').length, 0);
       assert.ok((await errorsCounted(a.metrics)) >= 3);
       assert.equal(await degradedGauge(a.metrics), 0);
-      assert.equal(a.logs.count('redis store degraded'), 1);
-      assert.equal(a.logs.count('redis store healthy again'), 1);
+      assertTransitionsLoggedOnce(a.logs);
     });
   }
 });
@@ -203,6 +247,7 @@ describe('redis store: Redis hung under load (SIGSTOP)', () => {
     const b = open(t, redisConfig(server, prefix, 'local'), 50);
     await waitUntilShared((c, n) => a.store.decide(c, n));
     await eventually(() => a.store.liveReplicas === 2 && b.store.liveReplicas === 2, { what: 'two live replicas', timeoutMs: SETTLE_MS });
+    const lag = startLagMonitor(t);
     const load = startLoad(t, [a.store, b.store]);
     await sleep(150);
 
@@ -212,11 +257,13 @@ describe('redis store: Redis hung under load (SIGSTOP)', () => {
     const openedAt = performance.now();
     const openedWallClock = Date.now();
     const tripsAtOpen = a.store.roundTrips + b.store.roundTrips;
-    await sleep(400);
+    // Enough decisions with the breakers open to judge them (counted, not timed).
+    const skippingNow = () => load.samples.filter((s) => s.at > openedAt + TIMEOUT_MS);
+    await eventually(() => skippingNow().length > 50, { what: '50 decisions with the breakers open', timeoutMs: SETTLE_MS });
 
     const hung = load.samples.filter((s) => s.at > stoppedAt);
     const inFlight = hung.filter((s) => s.at < openedAt);
-    const skipping = hung.filter((s) => s.at > openedAt + TIMEOUT_MS);
+    const skipping = skippingNow();
     // A decision that went to the hung Redis waits for the deadline, which never fires early
     // (decisions of one turn share the oldest one's deadline: hence 5 ms less).
     assert.ok(inFlight.some((s) => s.ms >= TIMEOUT_MS - 5), 'some decisions did wait for the hung Redis');
@@ -239,14 +286,14 @@ describe('redis store: Redis hung under load (SIGSTOP)', () => {
     await sleep(100);
     await load.stop();
 
-    const worst = maxLatency(hung);
-    t.diagnostic(`max decision latency ${worst.toFixed(1)} ms, p99 ${p99(hung).toFixed(1)} ms over ${hung.length} decisions while hung`);
-    assert.ok(worst < WORST_DECISION_MS, `a decision took ${worst.toFixed(1)} ms: it waited out the hung Redis`);
+    const worst = maxLatency(hung, lag);
+    const slowest = Math.max(...hung.map((s) => s.ms));
+    t.diagnostic(`longest decision ${worst.toFixed(1)} ms without the loop's stalls (${slowest.toFixed(1)} ms with), p99 ${p99(hung).toFixed(1)} ms over ${hung.length} decisions while hung`);
+    assert.ok(worst < TIMEOUT_MS + DEADLINE_SLACK_MS, `a decision took ${worst.toFixed(1)} ms beyond the loop's stalls: it waited out the hung Redis`);
     // Shared again: both replicas together get the full limit, once.
     const shared = await Promise.all(Array.from({ length: 14 }, (_, i) => (i % 2 ? a : b).store.decide([check(limit, 'after')], Date.now())));
     assert.equal(shared.filter((d) => d.allowed).length, 10);
-    assert.equal(a.logs.count('redis store degraded'), 1);
-    assert.equal(a.logs.count('redis store healthy again'), 1);
+    assertTransitionsLoggedOnce(a.logs);
   });
 });
 
