@@ -151,7 +151,12 @@ describe('tollgate serve', () => {
     try {
       const file = writePolicy(`upstream: ${upstreams[0].url}\nroutes: []\n`);
       const cli = spawnCli(['serve', '--config', file, '--listen', `127.0.0.1:${port}`, '--admin', '127.0.0.1:0']);
-      const exit = await cli.waitForExit(5_000).finally(() => cli.stop());
+      // The admin listener starts first; from then on the process must exit, not hang with
+      // it open. (How long node takes to get there is a matter of the box's load.)
+      const exit = await cli
+        .waitForLog((l) => l.event === 'listening' && l.listener === 'admin')
+        .then(() => cli.waitForExit(5_000))
+        .finally(() => cli.stop());
       assert.equal(exit.code, 1);
       assert.match(cli.stderr(), new RegExp(`EADDRINUSE.*127\\.0\\.0\\.1:${port}`));
     } finally {

@@ -106,8 +106,9 @@ describe('process lifecycle', () => {
     trickling.socket.write('GET /r HTTP/1.1\r\n');
     const trickle = setInterval(() => trickling.socket.writable && trickling.socket.write('x'), 200);
     try {
-      // Bounded well below Node's default headers timeout (60 s), so a missing setting fails here.
-      const answers = await Promise.all([stalled.closed(5_000), trickling.closed(5_000)]);
+      // 10 s: room for a loaded box past the 1 s setting, well below Node's default headers
+      // timeout (60 s), so a missing setting fails here.
+      const answers = await Promise.all([stalled.closed(10_000), trickling.closed(10_000)]);
       for (const answer of answers) assert.match(answer, /^HTTP\/1\.1 408 /);
     } finally {
       clearInterval(trickle);
