@@ -33,12 +33,27 @@ interface KeyState {
   limitBy: string;
 }
 
+/** Calls `flush` every `everyMs` until the returned function is called. */
+export type FlushTimer = (flush: () => void, everyMs: number) => () => void;
+
+/** How often quiet periods that ended and the overflow count are reported. */
+const FLUSH_EVERY_MS = 1_000; // 1s
+
+/** A real interval that does not keep the process alive. */
+const intervalTimer: FlushTimer = (flush, everyMs) => {
+  const timer = setInterval(flush, everyMs);
+  timer.unref();
+  return () => clearInterval(timer);
+};
+
 export interface ViolationLogOptions {
   clock: () => number;
   /** Lines per second across all keys before lines are dropped and counted. */
   linesPerSecond?: number;
   /** Distinct keys remembered for suppression. */
   maxKeys?: number;
+  /** Drives the periodic flush; default a real (unref'd) interval. Tests pass a hand-driven one. */
+  flushTimer?: FlushTimer;
 }
 
 /**
@@ -52,7 +67,7 @@ export class ViolationLog {
   readonly #clock: () => number;
   readonly #budget: LogBudget;
   readonly #keys: LRUCache<string, KeyState>;
-  readonly #timer: NodeJS.Timeout;
+  readonly #stopTimer: () => void;
 
   constructor(logger: Logger, options: ViolationLogOptions) {
     this.#logger = logger;
@@ -64,8 +79,7 @@ export class ViolationLog {
         if (reason === 'evict' || reason === 'delete') this.#summarise(key, state);
       },
     });
-    this.#timer = setInterval(() => this.flush(), 1000);
-    this.#timer.unref();
+    this.#stopTimer = (options.flushTimer ?? intervalTimer)(() => this.flush(), FLUSH_EVERY_MS);
   }
 
   record(v: Violation): void {
@@ -114,7 +128,7 @@ export class ViolationLog {
 
   /** Stops the timer and reports every pending suppressed count: a restart must not lose them. */
   close(): void {
-    clearInterval(this.#timer);
+    this.#stopTimer();
     this.#keys.clear(); // disposes each key with reason 'delete': its summary
     this.flush();
   }

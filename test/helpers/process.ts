@@ -1,12 +1,24 @@
+/**
+ * The one harness for real `node dist/cli.js` processes, as a pod runs them:
+ * - `serveCli(args, env)`: `tollgate serve` on ephemeral ports, resolved once listening;
+ * - `spawnCli(args, env)`: any command, with its JSON log lines and stderr;
+ * - `runCli(args, env)`: a command run to completion (e.g. `validate`).
+ * Every wait (a log line, the exit) has a deadline; the environment is exactly `env`.
+ */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { withDeadline } from './wait.js';
 
 /** The built CLI; `npm test` builds it first (`npm run build`). */
 export const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist/cli.js');
 
-/** Bound on any wait for the child, so a hung process fails the test instead of stalling the suite. */
+/**
+ * Bound on any wait for the child, so a hung process fails the test instead of stalling
+ * the suite. Longer than WAIT_MS (wait.ts): a process start (node + tsc output + a
+ * policy load) on a loaded 2-core box takes up to a few seconds.
+ */
 const DEFAULT_WAIT_MS = 10 * 1000; // 10s
 
 export interface Exit {
@@ -22,8 +34,10 @@ export interface CliProcess {
   stderr(): string;
   /** Resolves with the first log line (seen or future) for which `test` is true. */
   waitForLog(test: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
-  /** Resolves when the process exits. */
-  readonly exited: Promise<Exit>;
+  /** How the process ended, or undefined while it runs. */
+  exit(): Exit | undefined;
+  /** Resolves when the process exits; rejects (with the last logs) after `timeoutMs`. */
+  waitForExit(timeoutMs?: number): Promise<Exit>;
   /** Sends a signal (no-op once exited). */
   signal(name: NodeJS.Signals): void;
   /** Kills the process (SIGKILL) if it still runs, and waits for its exit. */
@@ -83,7 +97,9 @@ export function spawnCli(args: readonly string[], env: Record<string, string | u
     child,
     logs,
     stderr: () => stderr,
-    exited,
+    exit: () => exit,
+    waitForExit: (timeoutMs = DEFAULT_WAIT_MS) =>
+      withDeadline(exited, timeoutMs, `${args.join(' ')} to exit; last logs: ${JSON.stringify(logs.slice(-5)).slice(0, 1000)}; stderr: ${stderr.slice(-500)}`),
     waitForLog(test, timeoutMs = DEFAULT_WAIT_MS) {
       return new Promise((resolve, reject) => {
         const timer = setTimeout(() => {
@@ -111,12 +127,13 @@ export function spawnCli(args: readonly string[], env: Record<string, string | u
     },
     async stop() {
       if (exit === undefined) child.kill('SIGKILL');
-      return exited;
+      // SIGKILL cannot be ignored; the deadline is for a wedged kernel or a lost 'exit'.
+      return withDeadline(exited, DEFAULT_WAIT_MS, `${args.join(' ')} to die of SIGKILL`);
     },
   };
 }
 
-/** Runs the CLI to completion (e.g. `validate`), bounded by a timeout. */
+/** Runs the CLI to completion (e.g. `validate`); past `timeoutMs` it is killed and the call rejects. */
 export async function runCli(args: readonly string[], env: Record<string, string | undefined> = {}, timeoutMs = DEFAULT_WAIT_MS): Promise<Exit & { stdout: string; stderr: string }> {
   assertBuilt();
   const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -124,10 +141,14 @@ export async function runCli(args: readonly string[], env: Record<string, string
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
   child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-  const { code, signal } = await new Promise<Exit>((resolve) => child.on('close', (c, s) => resolve({ code: c, signal: s })));
-  clearTimeout(timer);
-  return { code, signal, stdout, stderr };
+  const closed = new Promise<Exit>((resolve) => child.on('close', (c, s) => resolve({ code: c, signal: s })));
+  try {
+    const { code, signal } = await withDeadline(closed, timeoutMs, `tollgate ${args.join(' ')} to finish`);
+    return { code, signal, stdout, stderr };
+  } catch (error) {
+    child.kill('SIGKILL');
+    throw error;
+  }
 }
 
 export interface ServingCli extends CliProcess {

@@ -1,9 +1,13 @@
 /**
  * Redis for tests. `sharedRedis()` gives a server to run decisions against:
- * REDIS_URL if set, else 127.0.0.1:6379 if it answers PING, else a spawned one.
- * Tests that kill, hang or reconfigure Redis spawn their own (`spawnRedis`,
- * `startCluster`, `startSentinel`) and stop it by pid. The shared server is never
- * flushed or stopped: every test writes under its own random prefix.
+ * REDIS_URL if set, else 127.0.0.1:6379 if it answers PING, else a spawned one
+ * (a file that uses it calls `stopSharedRedis()` in its `after`). Tests that kill,
+ * hang or reconfigure Redis spawn their own (`spawnRedis`, `startCluster`,
+ * `startSentinel`) and stop it by pid. The shared server is never flushed or stopped:
+ * every test writes under its own random prefix (`testPrefix`).
+ *
+ * Store settings come from `redisStoreConfig()`; `openRedisStore()` creates a store
+ * with test defaults and closes it after the test.
  *
  * Without any Redis a test skips, except under CI=true where it fails.
  */
@@ -11,14 +15,18 @@ import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createConnection, createServer } from 'node:net';
+import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
-import type { AlgorithmName } from '../../src/config/types.js';
+import type { AlgorithmName, RedisStoreConfig } from '../../src/config/types.js';
+import { createLogger } from '../../src/observability/logger.js';
 import type { CompiledRateLimit } from '../../src/policy/types.js';
+import { createRedisStore, type RedisStore, type RedisStoreOptions } from '../../src/store/redis/index.js';
 import { rateLimit } from './limits.js';
 import type { LimitCheck, StoreDecision } from '../../src/store/types.js';
+import { freePort } from './ports.js';
+import { eventually, withDeadline } from './wait.js';
 
 export interface RedisTarget {
   readonly url: string;
@@ -98,34 +106,6 @@ function isComplete(reply: string): boolean {
   return replyEnd(reply, 0) >= 0;
 }
 
-/** A TCP port nothing listens on (and, with `busOffset`, port + offset too). */
-export async function freePort(busOffset?: number): Promise<number> {
-  for (;;) {
-    const port = busOffset === undefined ? await ephemeralPort() : 20_000 + Math.floor(Math.random() * 30_000);
-    if (busOffset === undefined) return port;
-    if ((await portFree(port)) && (await portFree(port + busOffset))) return port;
-  }
-}
-
-function ephemeralPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address !== null ? address.port : 0));
-    });
-  });
-}
-
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.on('error', () => resolve(false));
-    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
-  });
-}
-
 export function redisServerAvailable(): boolean {
   return spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0;
 }
@@ -152,16 +132,13 @@ export interface SpawnOptions {
   dir?: string;
 }
 
-export async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 10_000, everyMs = 25): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, everyMs));
-  }
-}
+/** How long a spawned server, cluster or sentinel may take to come up on a loaded box. */
+const START_WAIT_MS = 10_000; // 10s
 
+/** Resolves when `child` has exited (at once if it has); SIGKILL'd processes take milliseconds, a loaded box gets 10 s. */
 function exited(child: ChildProcess): Promise<void> {
-  return child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((resolve) => child.once('exit', () => resolve()));
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return withDeadline(new Promise((resolve) => child.once('exit', () => resolve())), START_WAIT_MS, `pid ${child.pid} to exit`);
 }
 
 /** Starts `redis-server` on a free port with persistence off and waits until it answers. */
@@ -174,10 +151,13 @@ export async function spawnRedis(options: SpawnOptions = {}): Promise<SpawnedRed
   const start = async (): Promise<void> => {
     child = spawn('redis-server', args, { stdio: 'ignore' });
     const started = child;
-    await waitFor(`redis-server on port ${port}`, async () => {
-      if (started.exitCode !== null) throw new Error(`redis-server on port ${port} exited with ${started.exitCode}`);
-      return ping('127.0.0.1', port, 200);
-    });
+    await eventually(
+      async () => {
+        if (started.exitCode !== null) throw new Error(`redis-server on port ${port} exited with ${started.exitCode}`);
+        return ping('127.0.0.1', port, 200);
+      },
+      { what: `redis-server on port ${port} to answer PING`, timeoutMs: START_WAIT_MS, intervalMs: 25 },
+    );
   };
   await start();
   const signal = async (name: NodeJS.Signals): Promise<void> => {
@@ -283,9 +263,10 @@ export async function startCluster(masters = 3): Promise<SpawnedCluster> {
     );
     if (create.status !== 0) throw new Error(`redis-cli --cluster create failed: ${create.stdout}${create.stderr}`);
     for (const server of servers) {
-      await waitFor(`cluster_state:ok on ${server.port}`, async () =>
-        (await rawCommand('127.0.0.1', server.port, 'CLUSTER INFO')).includes('cluster_state:ok'),
-      );
+      await eventually(async () => (await rawCommand('127.0.0.1', server.port, 'CLUSTER INFO')).includes('cluster_state:ok'), {
+        what: `cluster_state:ok on ${server.port}`,
+        timeoutMs: START_WAIT_MS,
+      });
     }
   } catch (error) {
     await Promise.all(servers.map((s) => s.stop()));
@@ -326,14 +307,13 @@ export async function startSentinel(): Promise<SpawnedSentinel> {
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    await waitFor(`sentinel on port ${port} knows ${name}`, async () => {
-      if (child.exitCode !== null) throw new Error(`sentinel exited with ${child.exitCode}`);
-      try {
+    await eventually(
+      async () => {
+        if (child.exitCode !== null) throw new Error(`sentinel exited with ${child.exitCode}`);
         return (await rawCommand('127.0.0.1', port, `SENTINEL get-master-addr-by-name ${name}`, 300)).includes(String(master.port));
-      } catch {
-        return false;
-      }
-    });
+      },
+      { what: `sentinel on port ${port} to know ${name}`, timeoutMs: START_WAIT_MS },
+    );
   } catch (error) {
     await stop();
     throw error;
@@ -361,15 +341,44 @@ export async function waitUntilShared(
 ): Promise<void> {
   const limit = limitFixture({ routeId: 'ready', limit: 1_000_000_000, windowMs: 1_000, algorithm: 'fixed-window' });
   const checks = [{ limit, key: limit.keyPrefix + 'probe', max: limit.limit }];
-  await waitFor(
-    'the Redis store to answer',
-    async () => {
-      try {
-        return (await decide(checks, Date.now())).degraded !== true;
-      } catch {
-        return false;
-      }
-    },
-    timeoutMs,
-  );
+  await eventually(async () => (await decide(checks, Date.now())).degraded !== true, { what: 'the Redis store to answer', timeoutMs });
+}
+
+/**
+ * Store settings for tests, as `createRedisStore` and `startTollgate({ store: { redis } })`
+ * take them: `target`'s url (none: give `cluster`/`sentinels` in `overrides`), a fresh
+ * prefix, `onError: deny`, and a 1 s timeout (these defaults check counts, not
+ * latency: a loaded box must not turn a slow reply into a failure). Latency tests set
+ * `timeoutMs` themselves.
+ */
+export function redisStoreConfig(target: { url: string } | undefined, overrides: Partial<RedisStoreConfig> = {}): RedisStoreConfig {
+  return {
+    ...(target !== undefined && { url: target.url }),
+    prefix: testPrefix('store'),
+    timeoutMs: 1_000, // 1s
+    onError: 'deny',
+    onErrorStatus: 503,
+    clock: 'redis',
+    expectedReplicas: 1,
+    slotLeaseMs: 30_000, // 30s, the default
+    ...overrides,
+  };
+}
+
+/**
+ * A Redis store with test defaults (real clock, silent logger, small fallback bounds),
+ * closed after the test when `t` is given. Returns at once: await `waitUntilShared`
+ * before counting on shared decisions.
+ */
+export function openRedisStore(config: RedisStoreConfig, options: Partial<Omit<RedisStoreOptions, 'config'>> & { t?: TestContext } = {}): RedisStore {
+  const { t, ...rest } = options;
+  const store = createRedisStore({
+    config,
+    clock: Date.now,
+    logger: createLogger('silent'),
+    memoryFallback: { maxKeys: 10_000, maxBlocks: 1_000 },
+    ...rest,
+  });
+  t?.after(() => store.close());
+  return store;
 }

@@ -5,12 +5,10 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { parse as parseYaml } from 'yaml';
-import { Tollgate } from '../../src/app.js';
-import { parseCommand } from '../../src/config/settings.js';
-import { createLogger } from '../../src/observability/logger.js';
 import { createMetrics } from '../../src/observability/metrics.js';
-import { FakeClock, LogCapture, writePolicy } from '../helpers/tollgate.js';
-import { startEchoUpstream, type EchoUpstream } from '../helpers/upstream.js';
+import { request } from '../helpers/http.js';
+import { metricTypes } from '../helpers/metrics.js';
+import { startWithEcho, type TollgateWithEcho } from '../helpers/tollgate.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 
@@ -31,38 +29,26 @@ routes:
       - { by: ip, limit: 1, window: 1m }
 `;
 
-/** A real Tollgate as production runs it: prom-client default metrics included. */
-async function startWithDefaultMetrics(upstream: string): Promise<{ tollgate: Tollgate; url: string; metricsText: () => Promise<string> }> {
-  const file = writePolicy(POLICY);
-  const command = parseCommand(['serve', '--config', file, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--upstream', upstream], {});
-  if (command.command !== 'serve') throw new Error('unexpected command');
-  const tollgate = await Tollgate.start({
-    settings: command.settings,
-    env: {},
-    clock: new FakeClock().now,
-    logger: createLogger('info', new LogCapture()),
-    metrics: createMetrics(),
-    watch: false,
-  });
-  const adminUrl = `http://127.0.0.1:${tollgate.adminAddress.port}`;
-  return {
-    tollgate,
-    url: `http://127.0.0.1:${tollgate.proxyAddress.port}`,
-    metricsText: async () => {
-      const res = await fetch(`${adminUrl}/metrics`);
-      assert.equal(res.status, 200);
-      return res.text();
-    },
-  };
+/**
+ * A real Tollgate as production runs it (prom-client default metrics included) that
+ * has taken every decision once; started on first use, shared by the file, stopped after it.
+ */
+let running: Promise<TollgateWithEcho> | undefined;
+function driven(): Promise<TollgateWithEcho> {
+  running ??= (async () => {
+    const tg = await startWithEcho(POLICY, { metrics: createMetrics() });
+    await driveEveryDecision(tg.url);
+    return tg;
+  })();
+  return running;
 }
+after(async () => (await running)?.close());
 
 /** Drives one request of each decision Tollgate can take with a memory store. */
 async function driveEveryDecision(url: string): Promise<void> {
   const statuses: number[] = [];
   const hit = async (p: string, ip: string): Promise<void> => {
-    const res = await fetch(`${url}${p}`, { headers: { 'x-forwarded-for': ip } });
-    await res.arrayBuffer();
-    statuses.push(res.status);
+    statuses.push((await request(url, p, { headers: { 'x-forwarded-for': ip } })).status);
   };
   await hit('/nowhere', '198.51.100.1'); // bypassed (_unmatched)
   await hit('/api/a', '10.9.9.9'); // bypassed (allowlisted)
@@ -74,28 +60,14 @@ async function driveEveryDecision(url: string): Promise<void> {
   assert.deepEqual(statuses, [200, 200, 200, 200, 200, 429, 429, 200, 200]);
 }
 
-/** `# TYPE` of every metric family in an exposition. */
-function familyTypes(text: string): Map<string, string> {
-  const types = new Map<string, string>();
-  for (const m of text.matchAll(/^# TYPE (\S+) (\S+)$/gm)) types.set(m[1], m[2]);
-  return types;
-}
-
 describe('promtool check metrics', () => {
-  let upstream: EchoUpstream;
-  let tg: Awaited<ReturnType<typeof startWithDefaultMetrics>>;
+  let tg: TollgateWithEcho;
   before(async () => {
-    upstream = await startEchoUpstream();
-    tg = await startWithDefaultMetrics(upstream.url);
-    await driveEveryDecision(tg.url);
-  });
-  after(async () => {
-    await tg.tollgate.close();
-    await upstream.close();
+    tg = await driven();
   });
 
   test('default process/Node metrics are exported, minus the gauges named *_total', async () => {
-    const types = familyTypes(await tg.metricsText());
+    const types = metricTypes(await tg.scrape());
     assert.equal(types.get('process_cpu_seconds_total'), 'counter');
     assert.equal(types.get('process_resident_memory_bytes'), 'gauge');
     assert.equal(types.get('nodejs_heap_size_used_bytes'), 'gauge');
@@ -105,7 +77,7 @@ describe('promtool check metrics', () => {
   });
 
   test('accepts the live /metrics output', (t) => {
-    return tg.metricsText().then((text) => {
+    return tg.scrape().then((text) => {
       assert.ok(text.includes('tollgate_requests_total{route="api",decision="blocked"} 1'), 'the scrape covers every decision');
       const run = spawnSync('promtool', ['check', 'metrics'], { input: text, encoding: 'utf8', timeout: 20_000 });
       if ((run.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') {
@@ -199,22 +171,15 @@ describe('dashboard and alert rules use only exported metrics', () => {
     );
   });
 
-  let upstream: EchoUpstream;
-  let tg: Awaited<ReturnType<typeof startWithDefaultMetrics>>;
+  let tg: TollgateWithEcho;
   before(async () => {
-    upstream = await startEchoUpstream();
-    tg = await startWithDefaultMetrics(upstream.url);
-    await driveEveryDecision(tg.url);
-  });
-  after(async () => {
-    await tg.tollgate.close();
-    await upstream.close();
+    tg = await driven();
   });
 
   test('every metric name in grafana/tollgate.json and prometheus/alerts.yaml is exported', async () => {
     const used = await metricNamesUsedByDeploy();
     assert.ok(used.has('tollgate_requests_total') && used.has('process_cpu_seconds_total'), `too few names found: ${[...used].join(', ')}`);
-    const types = familyTypes(await tg.metricsText());
+    const types = metricTypes(await tg.scrape());
     const missing: string[] = [];
     for (const name of used) {
       if (types.has(name)) continue;

@@ -1,85 +1,17 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { loadPolicyText } from '../../src/config/load.js';
-import { Limiter } from '../../src/limiter/limiter.js';
-import { createLogger } from '../../src/observability/logger.js';
-import { createMetrics, type Metrics } from '../../src/observability/metrics.js';
-import { ViolationLog } from '../../src/observability/violations.js';
-import { compilePolicy } from '../../src/policy/compile.js';
-import { HttpForwarder } from '../../src/proxy/forward.js';
-import { createProxyServer } from '../../src/proxy/server.js';
-import { UpgradeForwarder } from '../../src/proxy/upgrade.js';
-import { StoreUnavailableError, type LimitCheck, type RateLimitStore, type StoreDecision } from '../../src/store/types.js';
-import { FakeClock, LogCapture, startTollgate, type TestTollgate } from '../helpers/tollgate.js';
-import { startEchoUpstream, type EchoUpstream } from '../helpers/upstream.js';
+import { request } from '../helpers/http.js';
+import { sampleSum, sampleValue } from '../helpers/metrics.js';
+import { freePort } from '../helpers/ports.js';
+import { redisStoreConfig } from '../helpers/redis.js';
+import { startInFrontOf, startTollgate, startWithEcho, type TestTollgate, type TollgateWithEcho } from '../helpers/tollgate.js';
+import { startEchoUpstream, startGatedUpstream, type EchoUpstream } from '../helpers/upstream.js';
+import { eventually } from '../helpers/wait.js';
 
-/** Sum of every sample of `name` whose labels include `labels` (exposition text). */
-function sampleSum(text: string, name: string, labels: Record<string, string> = {}): number {
-  let total = 0;
-  let found = false;
-  for (const line of text.split('\n')) {
-    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (m === null || m[1] !== name) continue;
-    const have = new Map<string, string>();
-    for (const l of (m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) have.set(l[1], l[2]);
-    if (Object.entries(labels).every(([k, v]) => have.get(k) === v)) {
-      total += Number(m[3]);
-      found = true;
-    }
-  }
-  return found ? total : NaN;
-}
-
-async function scrape(adminUrl: string): Promise<string> {
-  const res = await fetch(`${adminUrl}/metrics`);
-  assert.equal(res.status, 200);
-  assert.match(res.headers.get('content-type') ?? '', /^text\/plain/);
-  return res.text();
-}
-
-async function get(url: string, headers: Record<string, string> = {}): Promise<number> {
-  const res = await fetch(url, { headers });
-  await res.arrayBuffer();
-  return res.status;
-}
-
-/** Polls until `check` passes or the deadline runs out (the proxy counts on socket close). */
-async function eventually(check: () => Promise<void>, deadlineMs = 3000): Promise<void> {
-  const end = Date.now() + deadlineMs;
-  for (;;) {
-    try {
-      return await check();
-    } catch (error) {
-      if (Date.now() > end) throw error;
-      await new Promise((r) => setTimeout(r, 20));
-    }
-  }
-}
-
-/** An upstream that holds `/slow*` requests until `release()`; everything else answers 200 at once. */
-async function startGatedUpstream() {
-  const held: http.ServerResponse[] = [];
-  const server = http.createServer((req, res) => {
-    req.resume();
-    if (req.url?.startsWith('/slow')) held.push(res);
-    else res.end('ok');
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    held,
-    release(): void {
-      for (const res of held.splice(0)) res.end('slow ok');
-    },
-    close: async () => {
-      server.closeAllConnections();
-      await new Promise<void>((r) => server.close(() => r()));
-    },
-  };
+async function get(url: string, target: string, headers: Record<string, string> = {}): Promise<number> {
+  return (await request(url, target, { headers })).status;
 }
 
 const POLICY = `
@@ -107,31 +39,33 @@ routes:
 `;
 
 describe('metrics move with each decision', () => {
-  let upstream: EchoUpstream;
-  let tg: TestTollgate;
+  let tg: TollgateWithEcho;
   let text: string;
 
   before(async () => {
-    upstream = await startEchoUpstream();
-    upstream.behaviour.set('/api/fail', { status: 503 });
-    tg = await startTollgate(POLICY, { upstream: upstream.url });
+    tg = await startWithEcho(POLICY);
+    tg.upstream.behaviour.set('/api/fail', { status: 503 });
     const user = (id: string, ip = '198.51.100.1') => ({ 'x-user-id': id, 'x-forwarded-for': ip });
-    assert.equal(await get(`${tg.url}/elsewhere`), 200); // no route
-    assert.equal(await get(`${tg.url}/api/a`, { 'x-forwarded-for': '10.9.9.9' }), 200); // allowlisted IP
-    assert.equal(await get(`${tg.url}/api/a`, user('vip-user')), 200); // allowlisted user
-    assert.equal(await get(`${tg.url}/api/a`), 200); // anonymous: the only limit is per user
-    for (let i = 0; i < 10; i++) assert.equal(await get(`${tg.url}/api/a`, user('alice-4711', '198.51.100.23')), 200);
-    assert.equal(await get(`${tg.url}/api/a`, user('alice-4711', '198.51.100.23')), 429); // trips, starts the block
-    for (let i = 0; i < 2; i++) assert.equal(await get(`${tg.url}/api/a`, user('alice-4711', '198.51.100.23')), 429); // blocked
-    for (let i = 0; i < 4; i++) assert.equal(await get(`${tg.url}/shadow/x`, { 'x-forwarded-for': '203.0.113.77' }), 200);
-    assert.equal(await get(`${tg.url}/api/fail`, user('bob-0815')), 503);
-    text = await scrape(tg.adminUrl);
+    assert.equal(await get(tg.url, '/elsewhere'), 200); // no route
+    assert.equal(await get(tg.url, '/api/a', { 'x-forwarded-for': '10.9.9.9' }), 200); // allowlisted IP
+    assert.equal(await get(tg.url, '/api/a', user('vip-user')), 200); // allowlisted user
+    assert.equal(await get(tg.url, '/api/a'), 200); // anonymous: the only limit is per user
+    for (let i = 0; i < 10; i++) assert.equal(await get(tg.url, '/api/a', user('alice-4711', '198.51.100.23')), 200);
+    assert.equal(await get(tg.url, '/api/a', user('alice-4711', '198.51.100.23')), 429); // trips, starts the block
+    for (let i = 0; i < 2; i++) assert.equal(await get(tg.url, '/api/a', user('alice-4711', '198.51.100.23')), 429); // blocked
+    for (let i = 0; i < 4; i++) assert.equal(await get(tg.url, '/shadow/x', { 'x-forwarded-for': '203.0.113.77' }), 200);
+    assert.equal(await get(tg.url, '/api/fail', user('bob-0815')), 503);
+    // The proxy counts a request when its response closes: wait until all 22 are in.
+    text = await eventually(
+      async () => {
+        const scraped = await tg.scrape();
+        return sampleSum(scraped, 'tollgate_requests_total') === 22 && scraped;
+      },
+      { what: '22 requests counted' },
+    );
   });
 
-  after(async () => {
-    await tg.close();
-    await upstream.close();
-  });
+  after(() => tg.close());
 
   test('tollgate_requests_total counts every decision under its route', () => {
     const req = (route: string, decision: string) => sampleSum(text, 'tollgate_requests_total', { route, decision });
@@ -193,141 +127,91 @@ describe('metrics move with each decision', () => {
 });
 
 describe('in-flight gauge', () => {
-  test('goes up during a slow request and back to 0 when it ends', async () => {
-    const upstream = await startGatedUpstream();
-    const tg = await startTollgate(POLICY, { upstream: upstream.url });
-    try {
-      assert.equal(sampleSum(await scrape(tg.adminUrl), 'tollgate_inflight_requests'), 0);
-      const pending = fetch(`${tg.url}/slow`).then(async (r) => ({ status: r.status, body: await r.text() }));
-      await eventually(async () => assert.equal(upstream.held.length, 1));
-      assert.equal(sampleSum(await scrape(tg.adminUrl), 'tollgate_inflight_requests'), 1);
-      upstream.release();
-      assert.deepEqual(await pending, { status: 200, body: 'slow ok' });
-      await eventually(async () => assert.equal(sampleSum(await scrape(tg.adminUrl), 'tollgate_inflight_requests'), 0));
-      assert.equal(sampleSum(await scrape(tg.adminUrl), 'tollgate_upstream_duration_seconds_count', { route: 'slow', status_class: '2xx' }), 1);
-    } finally {
-      await tg.close();
-      await upstream.close();
-    }
+  const inflight = async (tg: TestTollgate) => sampleValue(await tg.scrape(), 'tollgate_inflight_requests');
+
+  test('goes up during a slow request and back to 0 when it ends', async (t) => {
+    const tg = await startInFrontOf(await startGatedUpstream(), POLICY);
+    t.after(() => tg.close());
+    const { upstream } = tg;
+    assert.equal(await inflight(tg), 0);
+    const pending = request(tg.url, '/slow');
+    await upstream.waitForHeld(1);
+    assert.equal(await inflight(tg), 1);
+    upstream.release();
+    const reply = await pending;
+    assert.deepEqual([reply.status, reply.body], [200, 'gated slow']);
+    await eventually(async () => assert.equal(await inflight(tg), 0), { what: 'the gauge back at 0' });
+    assert.equal(sampleSum(await tg.scrape(), 'tollgate_upstream_duration_seconds_count', { route: 'slow', status_class: '2xx' }), 1);
   });
 
-  test('returns to 0 when the client gives up on a hanging upstream', async () => {
-    const upstream = await startGatedUpstream();
-    const tg = await startTollgate(POLICY, { upstream: upstream.url });
-    try {
-      const aborter = new AbortController();
-      const pending = fetch(`${tg.url}/slow`, { signal: aborter.signal }).catch((e: unknown) => e);
-      await eventually(async () => assert.equal(upstream.held.length, 1));
-      assert.equal(sampleSum(await scrape(tg.adminUrl), 'tollgate_inflight_requests'), 1);
-      aborter.abort();
-      assert.ok((await pending) instanceof Error);
-      await eventually(async () => assert.equal(sampleSum(await scrape(tg.adminUrl), 'tollgate_inflight_requests'), 0));
-    } finally {
-      await tg.close();
-      await upstream.close();
-    }
+  test('returns to 0 when the client gives up on a hanging upstream', async (t) => {
+    const tg = await startInFrontOf(await startGatedUpstream(), POLICY);
+    t.after(() => tg.close());
+    const { upstream } = tg;
+    const aborter = new AbortController();
+    const pending = request(tg.url, '/slow', { signal: aborter.signal }).catch((e: unknown) => e);
+    await upstream.waitForHeld(1);
+    assert.equal(await inflight(tg), 1);
+    aborter.abort();
+    assert.ok((await pending) instanceof Error);
+    await eventually(async () => assert.equal(await inflight(tg), 0), { what: 'the gauge back at 0' });
   });
 });
 
-/** A store that always fails (a Redis outage), or answers from a local fallback (`degraded`). */
-class FakeStore implements RateLimitStore {
-  readonly kind = 'redis' as const;
-  constructor(readonly mode: 'unavailable' | 'degraded') {}
-  decide(checks: readonly LimitCheck[], now: number): Promise<StoreDecision> {
-    if (this.mode === 'unavailable') return Promise.reject(new StoreUnavailableError('redis timed out'));
-    const outcomes = checks.map((c) => ({ allowed: true, max: c.max, remaining: c.max - 1, resetAt: now + 60_000, retryAfterMs: 0, count: 1, blockedUntil: 0, blockStarted: false, strike: 0 }));
-    return Promise.resolve({ allowed: true, outcomes, degraded: true });
-  }
-  settle(): void {}
-  async close(): Promise<void> {}
-}
-
-describe('store_error decision (fake store through the Limiter)', () => {
+describe('store_error decision (Redis unreachable)', () => {
+  // One Tollgate per case, all started together: each waits (2 s, app.ts) for a Redis
+  // that never answers before it listens anyway.
+  const cases = [
+    { onError: 'allow', mode: 'enforce', status: 200 },
+    { onError: 'deny', mode: 'enforce', status: 503 },
+    { onError: 'deny', mode: 'shadow', status: 200 },
+    { onError: 'local', mode: 'enforce', status: 200 }, // decided by the local fallback: degraded
+  ] as const;
   let upstream: EchoUpstream;
+  let running: TestTollgate[] = [];
+
   before(async () => {
     upstream = await startEchoUpstream();
-  });
-  after(async () => upstream.close());
-
-  async function proxyWith(store: RateLimitStore, onStoreError: 'allow' | 'deny', mode = 'enforce') {
-    const text = `upstream: ${upstream.url}\nroutes:\n  - id: api\n    mode: ${mode}\n    match: { path: /api/* }\n    limits: [{ by: ip, limit: 5, window: 1m }]\n`;
-    const loaded = loadPolicyText(text, 'policies.yaml', {});
-    assert.ok(loaded.ok);
-    const policy = compilePolicy(loaded.policy.config, loaded.policy.hash);
-    const metrics: Metrics = createMetrics({ defaultMetrics: false });
-    const logs = new LogCapture();
-    const logger = createLogger('info', logs);
-    const clock = new FakeClock();
-    const violations = new ViolationLog(logger, { clock: clock.now });
-    const active = { policy, http: new HttpForwarder(policy.upstream), ws: new UpgradeForwarder(policy.upstream) };
-    const { server } = createProxyServer(
-      {
-        limiter: new Limiter({ store, onStoreError }),
-        metrics,
-        logger,
-        violations,
-        clock: clock.now,
-        active: () => active,
-        onErrorStatus: () => 503,
-        draining: () => false,
-      },
-      { headersTimeoutMs: 5000, requestTimeoutMs: 5000, keepAliveTimeoutMs: 5000 },
+    const url = `redis://127.0.0.1:${await freePort()}`;
+    running = await Promise.all(
+      cases.map(({ onError, mode }) =>
+        startTollgate(`routes:\n  - id: api\n    mode: ${mode}\n    match: { path: /api/* }\n    limits: [{ by: ip, limit: 5, window: 1m }]\n`, {
+          upstream: upstream.url,
+          store: { redis: redisStoreConfig({ url }, { onError }) },
+        }),
+      ),
     );
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    return {
-      url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-      metrics,
-      logs,
-      close: async () => {
-        violations.close();
-        server.closeAllConnections();
-        await new Promise<void>((r) => server.close(() => r()));
-        await active.http.close();
-        active.ws.close();
-      },
-    };
-  }
+  });
+  after(async () => {
+    await Promise.all(running.map((tg) => tg.close()));
+    await upstream.close();
+  });
 
-  const decisions = async (metrics: Metrics) => {
-    const text = await metrics.registry.metrics();
-    return {
-      storeError: sampleSum(text, 'tollgate_requests_total', { route: 'api', decision: 'store_error' }),
-      total: sampleSum(text, 'tollgate_requests_total'),
-      durations: sampleSum(text, 'tollgate_decision_duration_seconds_count', { store: 'redis' }),
-    };
-  };
-
-  for (const [onStoreError, mode, status] of [
-    ['allow', 'enforce', 200],
-    ['deny', 'enforce', 503],
-    ['deny', 'shadow', 200],
-  ] as const) {
-    test(`onError ${onStoreError}, ${mode} route: ${status}, counted as store_error`, async () => {
-      const p = await proxyWith(new FakeStore('unavailable'), onStoreError, mode);
-      try {
-        const res = await fetch(`${p.url}/api/x`);
-        const body = await res.text();
-        assert.equal(res.status, status);
-        if (status === 503) {
-          assert.equal(JSON.parse(body).error.code, 'RATE_LIMITER_UNAVAILABLE');
-          assert.equal(res.headers.get('retry-after'), '1');
-        }
-        assert.deepEqual(await decisions(p.metrics), { storeError: 1, total: 1, durations: 1 });
-        // A store outage is not a rate-limit violation: no violation line.
-        assert.equal(p.logs.lines.filter((l) => String(l.event).startsWith('rate_limit')).length, 0);
-      } finally {
-        await p.close();
+  cases.forEach(({ onError, mode, status }, i) => {
+    test(`onError ${onError}, ${mode} route: ${status}, counted as store_error`, async () => {
+      const tg = running[i];
+      const reply = await request(tg.url, '/api/x');
+      assert.equal(reply.status, status);
+      if (status === 503) {
+        assert.equal(JSON.parse(reply.body).error.code, 'RATE_LIMITER_UNAVAILABLE');
+        assert.equal(reply.headers['retry-after'], '1');
       }
+      const text = await eventually(
+        async () => {
+          const scraped = await tg.scrape();
+          return sampleSum(scraped, 'tollgate_requests_total') === 1 && scraped;
+        },
+        { what: 'the request counted' },
+      );
+      assert.deepEqual(
+        {
+          storeError: sampleSum(text, 'tollgate_requests_total', { route: 'api', decision: 'store_error' }),
+          durations: sampleSum(text, 'tollgate_decision_duration_seconds_count', { store: 'redis' }),
+        },
+        { storeError: 1, durations: 1 },
+      );
+      // A store outage is not a rate-limit violation: no violation line.
+      assert.deepEqual(tg.logs.lines.filter((l) => String(l.event).startsWith('rate_limit')), []);
     });
-  }
-
-  test('a decision from the local fallback (degraded) is allowed and counted as store_error', async () => {
-    const p = await proxyWith(new FakeStore('degraded'), 'deny');
-    try {
-      assert.equal(await get(`${p.url}/api/x`), 200);
-      assert.deepEqual(await decisions(p.metrics), { storeError: 1, total: 1, durations: 1 });
-    } finally {
-      await p.close();
-    }
   });
 });

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { after, before, describe, it, mock } from 'node:test';
+import { after, before, beforeEach, describe, it } from 'node:test';
 import { exportJWK, exportSPKI, generateKeyPair, SignJWT, UnsecuredJWT, type CryptoKey, type JWK, type JWTPayload } from 'jose';
 import type { IdentityConfig, JwtConfig } from '../../src/config/types.js';
 import { createIdentityResolver, type IdentityErrorKind } from '../../src/policy/identity.js';
 import { ANONYMOUS, type Identity, type IdentityResolver, type IncomingHeaders } from '../../src/policy/types.js';
+import { freePort } from '../helpers/ports.js';
+import { startUpstream, type Upstream } from '../helpers/upstream.js';
 
 const SECRET = 'test-secret-that-is-long-enough-for-hs256';
 const T0 = Date.UTC(2030, 0, 1); // pinned clock, unix ms
@@ -184,37 +184,33 @@ describe('identity from a public key', () => {
 });
 
 describe('identity from a JWKS URL', () => {
-  let server: Server;
+  let server: Upstream;
   let jwksUrl: string;
   let sign: (claims: JWTPayload, kid?: string) => Promise<string>;
+  let keySet: { keys: JWK[] };
+  /** What the JWKS server answers; every test starts from a healthy server (beforeEach) and changes it as it needs. */
   const served: { status: number; requests: number; jwks: { keys: JWK[] } } = { status: 200, requests: 0, jwks: { keys: [] } };
 
   before(async () => {
     const { publicKey, privateKey } = await generateKeyPair('ES256', { extractable: true });
-    served.jwks = { keys: [{ ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' }] };
+    keySet = { keys: [{ ...(await exportJWK(publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' }] };
     sign = (claims, kid = 'k1') =>
       new SignJWT(claims).setProtectedHeader({ alg: 'ES256', kid }).setExpirationTime(T0_SECONDS + 60).sign(privateKey);
-    server = createServer((_request, response) => {
+    server = await startUpstream((_request, response) => {
       served.requests++;
       response.writeHead(served.status, { 'content-type': 'application/json' });
       response.end(JSON.stringify(served.jwks));
     });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    jwksUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/jwks.json`;
+    jwksUrl = `${server.url}/jwks.json`;
   });
-
-  after(async () => {
-    server.closeAllConnections();
-    await new Promise((resolve) => server.close(resolve));
-  });
+  beforeEach(() => Object.assign(served, { status: 200, requests: 0, jwks: keySet }));
+  after(() => server.close());
 
   const jwksConfig = (url: string): IdentityConfig => ({
     jwt: { jwksUrl: url, algorithms: ['ES256'], userClaim: 'sub' },
   });
 
   it('verifies tokens with keys fetched from the server, fetching once', async () => {
-    served.status = 200;
-    served.requests = 0;
     const { resolver, events } = resolverFor(jwksConfig(jwksUrl));
     const [a, b] = await Promise.all([
       identityOf(resolver, bearer(await sign({ sub: 'frank' }))),
@@ -228,9 +224,8 @@ describe('identity from a JWKS URL', () => {
     assert.deepEqual(events, []);
   });
 
-  it('non-200 answers: anonymous, one jwks_unreachable per outage, again after recovery', async () => {
+  it('non-200 answers: anonymous, one jwks_unreachable per outage, again after recovery', async (t) => {
     served.status = 503;
-    served.requests = 0;
     const { resolver, clock, events } = resolverFor(jwksConfig(jwksUrl));
     const token = await sign({ sub: 'judy' });
     for (let i = 0; i < 3; i++) assert.equal(await identityOf(resolver, bearer(token)), ANONYMOUS);
@@ -244,20 +239,14 @@ describe('identity from a JWKS URL', () => {
 
     // A new outage: an unknown kid makes jose refetch once its 30s cooldown (on Date) passed.
     served.status = 503;
-    mock.timers.enable({ apis: ['Date'], now: Date.now() + 31_000 });
-    try {
-      assert.equal(await identityOf(resolver, bearer(await sign({ sub: 'judy' }, 'rotated'))), ANONYMOUS);
-    } finally {
-      mock.timers.reset();
-    }
+    t.mock.timers.enable({ apis: ['Date'], now: Date.now() + 31_000 });
+    assert.equal(await identityOf(resolver, bearer(await sign({ sub: 'judy' }, 'rotated'))), ANONYMOUS);
+    t.mock.timers.reset();
     assert.deepEqual(events, ['jwks_unreachable', 'jwks_unreachable']);
   });
 
   it('an unreachable server (closed port): anonymous, onError once for several requests', async () => {
-    const closed = createServer();
-    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
-    const port = (closed.address() as AddressInfo).port;
-    await new Promise((resolve) => closed.close(resolve));
+    const port = await freePort();
 
     const { resolver, clock, events } = resolverFor(jwksConfig(`http://127.0.0.1:${port}/jwks.json`));
     const tokens = await Promise.all(['k', 'l', 'm'].map((sub) => sign({ sub })));
@@ -269,19 +258,13 @@ describe('identity from a JWKS URL', () => {
   });
 
   it('a JWKS that is not a key set reports jwt_key_invalid once', async () => {
-    served.status = 200;
-    const good = served.jwks;
     served.jwks = { keys: 'nope' as unknown as JWK[] };
-    try {
-      const { resolver, clock, events } = resolverFor(jwksConfig(jwksUrl));
-      const token = await sign({ sub: 'kim' });
-      assert.equal(await identityOf(resolver, bearer(token)), ANONYMOUS);
-      clock.now += 5_000;
-      assert.equal(await identityOf(resolver, bearer(token)), ANONYMOUS);
-      assert.deepEqual(events, ['jwt_key_invalid']);
-    } finally {
-      served.jwks = good;
-    }
+    const { resolver, clock, events } = resolverFor(jwksConfig(jwksUrl));
+    const token = await sign({ sub: 'kim' });
+    assert.equal(await identityOf(resolver, bearer(token)), ANONYMOUS);
+    clock.now += 5_000;
+    assert.equal(await identityOf(resolver, bearer(token)), ANONYMOUS);
+    assert.deepEqual(events, ['jwt_key_invalid']);
   });
 
   it('refuses a bad URL and HMAC algorithms with a JWKS', () => {

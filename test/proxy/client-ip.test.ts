@@ -1,8 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { startTollgate, type TestTollgate } from '../helpers/tollgate.js';
-import { startEchoUpstream, type EchoUpstream } from '../helpers/upstream.js';
-import { echo, request, statuses } from './client.js';
+import { echo, request, statuses } from '../helpers/http.js';
+import { startWithEcho, type TollgateWithEcho } from '../helpers/tollgate.js';
 
 const policy = (trustedProxies: string): string => `
 upstream: http://127.0.0.1:9
@@ -16,18 +15,13 @@ routes:
 `;
 
 describe('client IP and X-Forwarded-* from an untrusted peer', () => {
-  let upstream: EchoUpstream;
-  let tg: TestTollgate;
+  let tg: TollgateWithEcho;
 
   before(async () => {
-    upstream = await startEchoUpstream();
     // 127.0.0.1 (the test client) is not a trusted proxy here.
-    tg = await startTollgate(policy('[10.0.0.0/8]'), { upstream: upstream.url });
+    tg = await startWithEcho(policy('[10.0.0.0/8]'));
   });
-  after(async () => {
-    await tg.close();
-    await upstream.close();
-  });
+  after(() => tg.close());
 
   it('counts every spoofed X-Forwarded-For against the socket peer', async () => {
     const spoofs = ['198.51.100.1', '198.51.100.2, 203.0.113.5', '10.0.0.7', 'garbage'];
@@ -52,17 +46,12 @@ describe('client IP and X-Forwarded-* from an untrusted peer', () => {
 });
 
 describe('client IP and X-Forwarded-* from a trusted proxy', () => {
-  let upstream: EchoUpstream;
-  let tg: TestTollgate;
+  let tg: TollgateWithEcho;
 
   before(async () => {
-    upstream = await startEchoUpstream();
-    tg = await startTollgate(policy('[127.0.0.1/32]'), { upstream: upstream.url });
+    tg = await startWithEcho(policy('[127.0.0.1/32]'));
   });
-  after(async () => {
-    await tg.close();
-    await upstream.close();
-  });
+  after(() => tg.close());
 
   it('counts the client named by X-Forwarded-For, each client separately', async () => {
     const client = (xff: string) => ({ from: '127.0.0.1', headers: { 'x-forwarded-for': xff } });

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { startTollgate, type TestTollgate } from '../helpers/tollgate.js';
-import { startEchoUpstream, type EchoUpstream } from '../helpers/upstream.js';
-import { echo, envelope, rawConnect, request, type Reply } from './client.js';
+import { echo, envelope, rawConnect, request, type Reply } from '../helpers/http.js';
+import { freePort } from '../helpers/ports.js';
+import { startInFrontOf, startTollgate, startWithEcho, type TestTollgate, type TollgateInFront, type TollgateWithEcho } from '../helpers/tollgate.js';
+import { startUpstream, type Upstream } from '../helpers/upstream.js';
+import { eventually } from '../helpers/wait.js';
 
 const POLICY = `
 upstream: http://127.0.0.1:9
@@ -25,36 +25,23 @@ routes:
       - { by: ip, limit: 1, window: 1m }
 `;
 
-/** A port nothing listens on. */
-async function closedPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
 function assertNoInternals(reply: Reply): void {
   assert.doesNotMatch(reply.body, /\bat .*\(|node:|Error:|ECONNREFUSED|undici|127\.0\.0\.1/, 'no stack traces or internals in the body');
 }
 
 describe('forwarding', () => {
-  let upstream: EchoUpstream;
-  let tg: TestTollgate;
+  let tg: TollgateWithEcho;
 
   before(async () => {
-    upstream = await startEchoUpstream();
-    upstream.behaviour.set('/limited/hang', { hang: true });
-    upstream.behaviour.set('/patient/slow', { delayMs: 400 });
-    upstream.behaviour.set('/status/418', { status: 418 });
-    tg = await startTollgate(POLICY, { upstream: upstream.url });
+    tg = await startWithEcho(POLICY);
+    tg.upstream.behaviour.set('/limited/hang', { hang: true });
+    tg.upstream.behaviour.set('/patient/slow', { delayMs: 400 });
+    tg.upstream.behaviour.set('/status/418', { status: 418 });
   });
-  after(async () => {
-    await tg.close();
-    await upstream.close();
-  });
+  after(() => tg.close());
 
   it('passes a request matching no route through untouched, minus hop-by-hop headers', async () => {
+    const { upstream } = tg;
     const seenBefore = upstream.seen.length;
     const reply = await request(tg.url, '/no/route/here?b=2&a=1&a=%20x', {
       method: 'PATCH',
@@ -118,22 +105,23 @@ describe('forwarding', () => {
   });
 
   it('refuses `Expect: 100-continue` over the limit with a 429 and never sends 100', async () => {
+    const { upstream } = tg;
     const from = '127.0.5.1';
     const head = 'POST /expect HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n';
 
-    const allowed = await rawConnect(tg.tollgate.proxyAddress.port, from);
+    const allowed = await rawConnect(tg.port, from);
     allowed.socket.write(head);
     const interim = await allowed.waitFor((t) => t.includes('\r\n\r\n'));
     assert.match(interim, /^HTTP\/1\.1 100 Continue\r\n/);
     allowed.socket.write('hello');
-    const full = await allowed.closed;
+    const full = await allowed.closed();
     assert.match(full, /\r\n\r\nHTTP\/1\.1 200 OK\r\n/);
     assert.match(full, /"body":"hello"/, 'the body sent after the 100 reached the upstream');
 
     const seenBefore = upstream.seen.length;
-    const refused = await rawConnect(tg.tollgate.proxyAddress.port, from);
+    const refused = await rawConnect(tg.port, from);
     refused.socket.write(head);
-    const answer = await refused.closed;
+    const answer = await refused.closed();
     assert.match(answer, /^HTTP\/1\.1 429 Too Many Requests\r\n/);
     assert.doesNotMatch(answer, /100 Continue/);
     assert.match(answer, /"code":"RATE_LIMIT_EXCEEDED"/);
@@ -145,7 +133,7 @@ describe('forwarding to an upstream that is down', () => {
   let tg: TestTollgate;
 
   before(async () => {
-    tg = await startTollgate(POLICY, { upstream: `http://127.0.0.1:${await closedPort()}` });
+    tg = await startTollgate(POLICY, { upstream: `http://127.0.0.1:${await freePort()}` });
   });
   after(() => tg.close());
 
@@ -173,36 +161,26 @@ describe('forwarding to an upstream that is down', () => {
 });
 
 describe('a client that goes away while the upstream works', () => {
-  let hanging: http.Server;
-  let arrived: Promise<void>;
-  let upstreamClosed: Promise<void>;
-  let tg: TestTollgate;
+  let arrived = false;
+  let upstreamClosed = false;
+  let tg: TollgateInFront<Upstream>;
 
   before(async () => {
-    let onArrive: () => void = () => {};
-    let onClose: () => void = () => {};
-    arrived = new Promise((resolve) => (onArrive = resolve));
-    upstreamClosed = new Promise((resolve) => (onClose = resolve));
     // Never answers; reports when the request arrives and when Tollgate gives up on it.
-    hanging = http.createServer((req) => {
-      req.socket.once('close', onClose);
-      onArrive();
+    const hanging = await startUpstream((req) => {
+      req.socket.once('close', () => (upstreamClosed = true));
+      arrived = true;
     });
-    await new Promise<void>((resolve) => hanging.listen(0, '127.0.0.1', resolve));
-    tg = await startTollgate('upstream: http://127.0.0.1:9\nroutes: []\n', { upstream: `http://127.0.0.1:${(hanging.address() as net.AddressInfo).port}` });
+    tg = await startInFrontOf(hanging, 'routes: []\n');
   });
-  after(async () => {
-    await tg.close();
-    hanging.closeAllConnections();
-    await new Promise<void>((resolve) => hanging.close(() => resolve()));
-  });
+  after(() => tg.close());
 
   it('aborts the upstream request and logs no upstream error', async () => {
-    const client = await rawConnect(tg.tollgate.proxyAddress.port);
+    const client = await rawConnect(tg.port);
     client.socket.write('GET /slow-report HTTP/1.1\r\nHost: t\r\nX-Request-Id: gone-1\r\n\r\n');
-    await arrived;
+    await eventually(() => arrived, { what: 'the request to reach the upstream' });
     client.socket.destroy();
-    await upstreamClosed;
+    await eventually(() => upstreamClosed, { what: 'Tollgate to close the upstream request' });
     await new Promise((r) => setImmediate(r));
     assert.deepEqual(tg.logs.events('upstream_error'), [], 'a client disconnect is not an upstream failure');
   });

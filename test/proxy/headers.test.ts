@@ -1,10 +1,12 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { startTollgate, type TestTollgate } from '../helpers/tollgate.js';
-import { startEchoUpstream, type EchoUpstream } from '../helpers/upstream.js';
-import { echo, envelope, request } from './client.js';
+import { after, before, beforeEach, describe, it } from 'node:test';
+import { T0 } from '../helpers/clock.js';
+import { echo, envelope, request } from '../helpers/http.js';
+import { startWithEcho, type TollgateWithEcho } from '../helpers/tollgate.js';
 
-// Fixed windows make every header value exact arithmetic on the injected clock.
+// Fixed windows make every header value exact arithmetic on the injected clock. Every
+// test starts at the same instant (beforeEach) and uses its own route or client, so each
+// passes alone and in any order.
 const POLICY = `
 upstream: http://127.0.0.1:9
 defaults: { algorithm: fixed-window }
@@ -41,21 +43,16 @@ routes:
 `;
 
 describe('rate-limit headers and the 429 envelope', () => {
-  let upstream: EchoUpstream;
-  let tg: TestTollgate;
-  let startSeconds: number;
+  let tg: TollgateWithEcho;
+  // 15s into an aligned minute (and 90 s window), so reset and t differ from the window length.
+  const START = T0 + 15_000;
+  const startSeconds = Math.floor(START / 1000);
 
   before(async () => {
-    upstream = await startEchoUpstream();
-    tg = await startTollgate(POLICY, { upstream: upstream.url });
-    // 15s into an aligned minute, so reset and t differ from the window length.
-    tg.clock.advance(15_000);
-    startSeconds = Math.floor(tg.clock.nowMs / 1000);
+    tg = await startWithEcho(POLICY);
   });
-  after(async () => {
-    await tg.close();
-    await upstream.close();
-  });
+  beforeEach(() => tg.clock.set(START));
+  after(() => tg.close());
 
   it('allowed requests carry X-RateLimit-* and the IETF RateLimit-Policy / RateLimit fields', async () => {
     const windowEnd = startSeconds - 15 + 60;
@@ -77,15 +74,14 @@ describe('rate-limit headers and the 429 envelope', () => {
     assert.equal(second.headers.ratelimit, '"exact.ip";r=1;t=45');
   });
 
-  it('the 429 has Retry-After, Remaining 0, the violation type and the exact JSON body', async (t) => {
+  it('the 429 has Retry-After, Remaining 0, the violation type and the exact JSON body', async () => {
     const from = '127.0.0.12';
     for (let i = 0; i < 3; i++) assert.equal((await request(tg.url, '/exact', { method: 'POST', from })).status, 200);
-    const seenBefore = upstream.seen.length;
+    const seenBefore = tg.upstream.seen.length;
     tg.clock.advance(5_000); // 20s into the window: 40s left
-    t.after(() => tg.clock.advance(-5_000)); // the later tests expect the clock where it was, pass or fail
     const refused = await request(tg.url, '/exact', { method: 'POST', from, headers: { 'x-request-id': 'req-429-check' } });
     assert.equal(refused.status, 429);
-    assert.equal(upstream.seen.length, seenBefore, 'a refused request never reaches the upstream');
+    assert.equal(tg.upstream.seen.length, seenBefore, 'a refused request never reaches the upstream');
     assert.equal(refused.headers['retry-after'], '40');
     assert.equal(refused.headers['x-ratelimit-limit'], '3');
     assert.equal(refused.headers['x-ratelimit-remaining'], '0');

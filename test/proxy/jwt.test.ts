@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { startTollgate, type TestTollgate } from '../helpers/tollgate.js';
-import { startEchoUpstream, type EchoUpstream } from '../helpers/upstream.js';
-import { bearer, echo, JWT_SECRET, request, statuses } from './client.js';
+import { after, before, beforeEach, describe, it } from 'node:test';
+import { T0 } from '../helpers/clock.js';
+import { bearer, echo, JWT_SECRET, request, statuses } from '../helpers/http.js';
+import { startWithEcho, type TollgateWithEcho } from '../helpers/tollgate.js';
 
 // A user gets 5 per minute; an anonymous client 1 per minute per IP. Which limit a
 // request meets tells whether Tollgate believed its token.
@@ -25,19 +25,15 @@ function base64url(value: unknown): string {
 }
 
 describe('JWT identity at the proxy', () => {
-  let upstream: EchoUpstream;
-  let tg: TestTollgate;
-  let nowSeconds: number;
+  let tg: TollgateWithEcho;
+  // Every test starts at T0 (the expiry test moves the clock) and uses its own client address.
+  const nowSeconds = Math.floor(T0 / 1000);
 
   before(async () => {
-    upstream = await startEchoUpstream();
-    tg = await startTollgate(POLICY, { upstream: upstream.url, env: { JWT_SECRET } });
-    nowSeconds = Math.floor(tg.clock.nowMs / 1000);
+    tg = await startWithEcho(POLICY, { env: { JWT_SECRET } });
   });
-  after(async () => {
-    await tg.close();
-    await upstream.close();
-  });
+  beforeEach(() => tg.clock.set(T0));
+  after(() => tg.close());
 
   /** Two requests with `headers` from a fresh address: a believed user passes both, an anonymous client gets [200, 429]. */
   async function twoRequests(headers: Record<string, string>, from: string): Promise<{ statuses: number[]; policy: string }> {

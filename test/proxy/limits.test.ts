@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, it } from 'node:test';
-import { startTollgate, type TestTollgate } from '../helpers/tollgate.js';
-import { startEchoUpstream, type EchoUpstream } from '../helpers/upstream.js';
-import { bearer, echo, envelope, JWT_SECRET, request, statuses, times } from './client.js';
+import { after, before, beforeEach, describe, it } from 'node:test';
+import { T0 } from '../helpers/clock.js';
+import { bearer, echo, envelope, JWT_SECRET, request, statuses } from '../helpers/http.js';
+import { startWithEcho, type TollgateWithEcho } from '../helpers/tollgate.js';
 
 // Every test uses its own route and/or its own source address (127.x.y.z), so tests
-// share one Tollgate without sharing counters. 127.0.0.1 is the trusted auth layer.
+// share one Tollgate without sharing counters, and starts at T0 (beforeEach). 127.0.0.1
+// is the trusted auth layer.
 const POLICY = `
 upstream: http://127.0.0.1:9
 clientIp:
@@ -72,17 +73,13 @@ routes:
 `;
 
 describe('limits over real sockets', () => {
-  let upstream: EchoUpstream;
-  let tg: TestTollgate;
+  let tg: TollgateWithEcho;
 
   before(async () => {
-    upstream = await startEchoUpstream();
-    tg = await startTollgate(POLICY, { upstream: upstream.url, env: { JWT_SECRET } });
+    tg = await startWithEcho(POLICY, { env: { JWT_SECRET } });
   });
-  after(async () => {
-    await tg.close();
-    await upstream.close();
-  });
+  beforeEach(() => tg.clock.set(T0));
+  after(() => tg.close());
 
   it('counts users (JWT) and IPs independently', async () => {
     const alice = await bearer('alice');
@@ -193,12 +190,12 @@ describe('limits over real sockets', () => {
   });
 
   it('lets exactly `limit` of 50 concurrent requests on one key through', async () => {
-    const seenBefore = upstream.seen.filter((s) => s.url === '/concurrent').length;
+    const seenBefore = tg.upstream.seen.filter((s) => s.url === '/concurrent').length;
     const replies = await Promise.all(Array.from({ length: 50 }, () => request(tg.url, '/concurrent', { from: '127.0.1.9' })));
     const counts = { 200: 0, 429: 0 } as Record<number, number>;
     for (const reply of replies) counts[reply.status] = (counts[reply.status] ?? 0) + 1;
     assert.deepEqual(counts, { 200: 20, 429: 30 });
-    assert.equal(upstream.seen.filter((s) => s.url === '/concurrent').length - seenBefore, 20);
+    assert.equal(tg.upstream.seen.filter((s) => s.url === '/concurrent').length - seenBefore, 20);
   });
 
   it('counts a request without the `header:` key under its client IP', async () => {
@@ -225,8 +222,8 @@ describe('limits over real sockets', () => {
       assert.equal((await request(tg.url, target, { method: 'POST', from })).status, 429, target);
     }
     // A target that does not start with "/" never reaches the upstream at all.
-    const seen = upstream.seen.length;
+    const seen = tg.upstream.seen.length;
     assert.equal((await request(tg.url, '%2Fapi/livekit/token', { method: 'POST', from })).status, 400);
-    assert.equal(upstream.seen.length, seen);
+    assert.equal(tg.upstream.seen.length, seen);
   });
 });

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { startTollgate, type TestTollgate } from '../helpers/tollgate.js';
-import { startEchoUpstream, type EchoUpstream } from '../helpers/upstream.js';
-import { request, statuses } from './client.js';
+import { request, statuses } from '../helpers/http.js';
+import { sampleValue } from '../helpers/metrics.js';
+import { startWithEcho, type TollgateWithEcho } from '../helpers/tollgate.js';
 
 const POLICY = `
 upstream: http://127.0.0.1:9
@@ -11,24 +11,15 @@ routes:
     match: { path: /keyed }
     limits:
       - { by: header:x-api-key, limit: 1, window: 1m, block: 5m }
-store:
-  type: memory
-  memory:
-    maxKeys: 50
 `;
 
 describe('the memory bound', () => {
-  let upstream: EchoUpstream;
-  let tg: TestTollgate;
+  let tg: TollgateWithEcho;
 
   before(async () => {
-    upstream = await startEchoUpstream();
-    tg = await startTollgate(POLICY, { upstream: upstream.url });
+    tg = await startWithEcho(POLICY, { store: { memory: { maxKeys: 50 } } });
   });
-  after(async () => {
-    await tg.close();
-    await upstream.close();
-  });
+  after(() => tg.close());
 
   it('a flood of distinct keys past maxKeys does not lift a running block', async () => {
     const victim = { 'x-api-key': 'abuser' };
@@ -37,7 +28,7 @@ describe('the memory bound', () => {
     for (let i = 0; i < 200; i++) {
       assert.equal((await request(tg.url, '/keyed', { headers: { 'x-api-key': `flood-${i}` } })).status, 200);
     }
-    const evictions = await metricValue(tg, 'tollgate_store_evictions_total');
+    const evictions = sampleValue(await tg.scrape(), 'tollgate_store_evictions_total') ?? 0;
     assert.ok(evictions >= 150, `evictions counted (${evictions})`);
     assert.equal(tg.logs.events('store_eviction').length >= 1, true, 'eviction under pressure is logged');
 
@@ -49,9 +40,3 @@ describe('the memory bound', () => {
     assert.equal((await request(tg.url, '/keyed', { headers: victim })).status, 200);
   });
 });
-
-async function metricValue(tg: TestTollgate, name: string): Promise<number> {
-  const text = await (await fetch(`${tg.adminUrl}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
-  return line === undefined ? Number.NaN : Number(line.slice(name.length + 1));
-}

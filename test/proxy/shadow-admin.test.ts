@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { startTollgate, type TestTollgate } from '../helpers/tollgate.js';
-import { startEchoUpstream, type EchoUpstream } from '../helpers/upstream.js';
-import { request, statuses } from './client.js';
+import { request, statuses } from '../helpers/http.js';
+import { sampleSum } from '../helpers/metrics.js';
+import { startWithEcho, type TollgateWithEcho } from '../helpers/tollgate.js';
 
 const POLICY = `
 upstream: http://127.0.0.1:9
@@ -21,37 +21,28 @@ routes:
       - { by: ip, limit: 1, window: 1m, block: 1m }
 `;
 
-/** `tollgate_requests_total{route,decision}` as a map `route/decision -> value`. */
-async function requestCounts(tg: TestTollgate): Promise<Map<string, number>> {
-  const text = await (await fetch(`${tg.adminUrl}/metrics`)).text();
-  const counts = new Map<string, number>();
-  for (const match of text.matchAll(/^tollgate_requests_total\{([^}]*)\} (\S+)$/gm)) {
-    const labels = Object.fromEntries([...match[1].matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], m[2]]));
-    counts.set(`${labels.route}/${labels.decision}`, Number(match[2]));
-  }
-  return counts;
+/** `tollgate_requests_total{route,decision}` now, 0 when the series does not exist yet. */
+async function requests(tg: TollgateWithEcho, route: string, decision: string): Promise<number> {
+  const value = sampleSum(await tg.scrape(), 'tollgate_requests_total', { route, decision });
+  return Number.isNaN(value) ? 0 : value;
 }
 
 describe('shadow mode, admin endpoints and decision metrics', () => {
-  let upstream: EchoUpstream;
-  let tg: TestTollgate;
+  let tg: TollgateWithEcho;
 
   before(async () => {
-    upstream = await startEchoUpstream();
-    tg = await startTollgate(POLICY, { upstream: upstream.url });
+    tg = await startWithEcho(POLICY);
   });
-  after(async () => {
-    await tg.close();
-    await upstream.close();
-  });
+  after(() => tg.close());
 
   it('shadow mode forwards over-limit requests, logs them with shadow: true and counts shadow_limited', async () => {
     const from = '127.0.8.1';
-    const seenBefore = upstream.seen.filter((s) => s.url === '/shadowed').length;
+    const seenBefore = tg.upstream.seen.filter((s) => s.url === '/shadowed').length;
+    const [allowedBefore, shadowBefore] = [await requests(tg, 'shadowed', 'allowed'), await requests(tg, 'shadowed', 'shadow_limited')];
     const replies = [];
     for (let i = 0; i < 3; i++) replies.push(await request(tg.url, '/shadowed', { from, headers: { 'x-request-id': `shadow-${i}` } }));
     assert.deepEqual(replies.map((r) => r.status), [200, 200, 200]);
-    assert.equal(upstream.seen.filter((s) => s.url === '/shadowed').length - seenBefore, 3, 'every request reached the upstream');
+    assert.equal(tg.upstream.seen.filter((s) => s.url === '/shadowed').length - seenBefore, 3, 'every request reached the upstream');
     assert.equal(replies[1].headers['retry-after'], undefined);
     const line = tg.logs.lines.find((l) => l.requestId === 'shadow-1');
     assert.ok(line, 'the over-limit request is logged');
@@ -61,14 +52,15 @@ describe('shadow mode, admin endpoints and decision metrics', () => {
     assert.equal(line.clientIp, from);
     assert.equal(line.limitBy, 'ip');
     assert.equal(line.limit, 1);
-    const counts = await requestCounts(tg);
-    assert.equal(counts.get('shadowed/allowed'), 1);
-    assert.equal(counts.get('shadowed/shadow_limited'), 2);
+    assert.equal((await requests(tg, 'shadowed', 'allowed')) - allowedBefore, 1);
+    assert.equal((await requests(tg, 'shadowed', 'shadow_limited')) - shadowBefore, 2);
   });
 
   it('tollgate_requests_total moves once per request with its decision', async () => {
-    const before = await requestCounts(tg);
-    const delta = async (key: string): Promise<number> => ((await requestCounts(tg)).get(key) ?? 0) - (before.get(key) ?? 0);
+    const keys = ['enforced/allowed', 'enforced/limited', 'enforced/blocked', 'enforced/bypassed', '_unmatched/bypassed'];
+    const count = (key: string) => requests(tg, key.split('/')[0], key.split('/')[1]);
+    const before = new Map(await Promise.all(keys.map(async (key) => [key, await count(key)] as const)));
+    const delta = async (key: string): Promise<number> => (await count(key)) - (before.get(key) as number);
     assert.deepEqual(await statuses(tg.url, '/enforced', 3, { from: '127.0.8.2' }), [200, 429, 429]);
     await request(tg.url, '/enforced', { from: '127.0.7.9' }); // allowlisted
     await request(tg.url, '/nowhere', { from: '127.0.8.2' }); // no route
@@ -83,10 +75,8 @@ describe('shadow mode, admin endpoints and decision metrics', () => {
   });
 
   it('admin /healthz and /readyz answer 200 while serving', async () => {
-    const health = await fetch(`${tg.adminUrl}/healthz`);
-    assert.equal(health.status, 200);
-    const ready = await fetch(`${tg.adminUrl}/readyz`);
-    assert.equal(ready.status, 200);
-    assert.equal((await fetch(`${tg.adminUrl}/nope`)).status, 404);
+    assert.equal((await request(tg.adminUrl, '/healthz')).status, 200);
+    assert.equal((await request(tg.adminUrl, '/readyz')).status, 200);
+    assert.equal((await request(tg.adminUrl, '/nope')).status, 404);
   });
 });

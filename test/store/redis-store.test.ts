@@ -8,25 +8,25 @@ import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
 import type { AlgorithmName, RedisStoreConfig } from '../../src/config/types.js';
-import { createLogger } from '../../src/observability/logger.js';
 import { createMetrics } from '../../src/observability/metrics.js';
 import type { Metrics } from '../../src/observability/metrics.js';
 import type { CompiledLimit } from '../../src/policy/types.js';
-import { createRedisStore } from '../../src/store/redis/index.js';
 import type { RedisStore, RedisStoreOptions } from '../../src/store/redis/index.js';
 import { MemoryStore } from '../../src/store/memory.js';
 import type { LimitCheck, StoreDecision } from '../../src/store/types.js';
 import {
   limitFixture,
+  openRedisStore,
+  redisStoreConfig,
   requireRedisServer,
   requireSharedRedis,
   spawnRedis,
   stopSharedRedis,
   testPrefix,
-  waitFor,
   waitUntilShared,
 } from '../helpers/redis.js';
 import type { RedisTarget } from '../helpers/redis.js';
+import { eventually } from '../helpers/wait.js';
 
 const DAY_MS = 86_400_000;
 const ALGORITHM_NAMES: readonly AlgorithmName[] = ['sliding-window', 'sliding-log', 'fixed-window', 'token-bucket'];
@@ -39,28 +39,14 @@ after(async () => {
   await stopSharedRedis();
 });
 
+/** These tests check counts, not latency: redisStoreConfig's 1 s timeout, unless told otherwise. */
 function config(target: RedisTarget, prefix: string, overrides: Partial<RedisStoreConfig> = {}): RedisStoreConfig {
-  return {
-    url: target.url,
-    prefix,
-    timeoutMs: 1_000, // these tests check counts, not latency; a loaded CI box must not fail them
-    onError: 'deny',
-    onErrorStatus: 503,
-    slotLeaseMs: 30_000,
-    clock: 'redis',
-    expectedReplicas: 1,
-    ...overrides,
-  };
+  return redisStoreConfig(target, { prefix, ...overrides });
 }
 
-async function openStore(cfg: RedisStoreConfig, options: Partial<RedisStoreOptions> = {}): Promise<RedisStore> {
-  const store = createRedisStore({
-    config: cfg,
-    clock: Date.now,
-    logger: createLogger('silent'),
-    memoryFallback: { maxKeys: 10_000, maxBlocks: 1_000 },
-    ...options,
-  });
+/** A store closed after the file, once it decides from Redis. */
+async function openStore(cfg: RedisStoreConfig, options: Partial<Omit<RedisStoreOptions, 'config'>> = {}): Promise<RedisStore> {
+  const store = openRedisStore(cfg, options);
   opened.push(store);
   await waitUntilShared((checks, now) => store.decide(checks, now));
   return store;
@@ -223,7 +209,7 @@ describe('redis store: keys', () => {
       for (let i = 0; i < 3; i++) await store.decide([check(limit, 'client')], Date.now());
     }
     const redis = inspector(target);
-    await waitFor('the heartbeat set', async () => (await redis.exists(prefix + 'replicas')) === 1);
+    await eventually(async () => (await redis.exists(prefix + 'replicas')) === 1, { what: 'the heartbeat set' });
     const keys: string[] = [];
     let cursor = '0';
     do {
@@ -406,19 +392,13 @@ describe('redis store: replicas', () => {
     if (target === undefined) return;
     const prefix = testPrefix('replicas');
     const cfg = config(target, prefix, { expectedReplicas: 7 });
-    const first = createRedisStore({
-      config: cfg,
-      clock: Date.now,
-      logger: createLogger('silent'),
-      memoryFallback: { maxKeys: 100, maxBlocks: 100 },
-      heartbeatMs: 50,
-    });
+    const first = openRedisStore(cfg, { heartbeatMs: 50 });
     opened.push(first);
     assert.equal(first.liveReplicas, 7, 'expectedReplicas before any heartbeat');
     const second = await openStore(cfg, { heartbeatMs: 50 });
-    await waitFor('two live replicas', async () => first.liveReplicas === 2 && second.liveReplicas === 2);
+    await eventually(() => first.liveReplicas === 2 && second.liveReplicas === 2, { what: 'two live replicas' });
     await second.close();
-    await waitFor('one live replica', async () => first.liveReplicas === 1);
+    await eventually(() => first.liveReplicas === 1, { what: 'one live replica' });
   });
 });
 

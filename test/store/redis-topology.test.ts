@@ -8,33 +8,15 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { TestContext } from 'node:test';
 import type { RedisStoreConfig } from '../../src/config/types.js';
-import { createLogger } from '../../src/observability/logger.js';
 import type { CompiledLimit } from '../../src/policy/types.js';
-import { createRedisStore } from '../../src/store/redis/index.js';
 import type { RedisStore } from '../../src/store/redis/index.js';
 import type { LimitCheck } from '../../src/store/types.js';
-import { limitFixture, rawCommand, requireRedisServer, startCluster, startSentinel, testPrefix, waitUntilShared } from '../helpers/redis.js';
+import { limitFixture, openRedisStore, rawCommand, redisStoreConfig, requireRedisServer, startCluster, startSentinel, testPrefix, waitUntilShared } from '../helpers/redis.js';
 
 const DAY_MS = 86_400_000;
 
 function open(t: TestContext, connection: Partial<RedisStoreConfig>): RedisStore {
-  const store = createRedisStore({
-    config: {
-      prefix: testPrefix('topology'),
-      timeoutMs: 1_000,
-      onError: 'deny',
-      onErrorStatus: 503,
-      slotLeaseMs: 30_000,
-      clock: 'redis',
-      expectedReplicas: 1,
-      ...connection,
-    },
-    clock: Date.now,
-    logger: createLogger('silent'),
-    memoryFallback: { maxKeys: 1_000, maxBlocks: 1_000 },
-  });
-  t.after(() => store.close());
-  return store;
+  return openRedisStore(redisStoreConfig(undefined, { prefix: testPrefix('topology'), ...connection }), { t });
 }
 
 function check(limit: CompiledLimit, client: string): LimitCheck {

@@ -16,13 +16,11 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import fc from 'fast-check';
 import type { AlgorithmName } from '../../src/config/types.js';
-import { createLogger } from '../../src/observability/logger.js';
 import type { CompiledLimit, CompiledRateLimit } from '../../src/policy/types.js';
 import { MemoryStore } from '../../src/store/memory.js';
-import { createRedisStore } from '../../src/store/redis/index.js';
 import type { RedisStore } from '../../src/store/redis/index.js';
 import type { LimitCheck, StoreDecision, StoreHold } from '../../src/store/types.js';
-import { limitFixture, requireSharedRedis, sharedRedis, stopSharedRedis, testPrefix, waitUntilShared } from '../helpers/redis.js';
+import { limitFixture, openRedisStore, redisStoreConfig, requireSharedRedis, sharedRedis, stopSharedRedis, testPrefix, waitUntilShared } from '../helpers/redis.js';
 import type { RedisTarget } from '../helpers/redis.js';
 import { loadVectors, runVector } from '../vectors/load.js';
 
@@ -37,22 +35,14 @@ const ALGORITHM_NAMES: readonly AlgorithmName[] = ['sliding-window', 'sliding-lo
 let redisNow: number | undefined;
 
 async function openStore(target: RedisTarget, name: string): Promise<RedisStore> {
-  const store = createRedisStore({
-    config: {
-      url: target.url,
+  const store = openRedisStore(
+    redisStoreConfig(target, {
       prefix: testPrefix(name),
       timeoutMs: 2_000, // generous: this suite checks arithmetic, not latency
-      onError: 'deny',
-      onErrorStatus: 503,
-      slotLeaseMs: 30_000,
       clock: 'local',
-      expectedReplicas: 1,
-    },
-    clock: () => redisNow ?? Date.now(),
-    logger: createLogger('silent'),
-    memoryFallback: { maxKeys: 10_000, maxBlocks: 10_000 },
-    blockCache: false,
-  });
+    }),
+    { clock: () => redisNow ?? Date.now(), memoryFallback: { maxKeys: 10_000, maxBlocks: 10_000 }, blockCache: false },
+  );
   await waitUntilShared((checks, now) => store.decide(checks, now));
   return store;
 }
