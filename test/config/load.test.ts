@@ -203,6 +203,7 @@ test('the full fixture loads to the exact PolicyConfig, defaults included', () =
         cookie: 'session',
         issuer: 'https://issuer.example',
         audience: ['my-api', 'other-api'],
+        requireExp: true,
       },
       header: 'x-user-id',
     },
@@ -254,6 +255,7 @@ test('the full fixture loads to the exact PolicyConfig, defaults included', () =
       },
     },
     log: { access: true },
+    paths: { escapedSlashes: 'decode' },
   };
   assert.deepStrictEqual(policy.config, expected);
   assert.deepEqual(policy.warnings, []);
@@ -271,6 +273,7 @@ test('a minimal policy gets every default from types.ts', () => {
     routes: [],
     store: { type: 'memory', memory: { maxKeys: 1_000_000, maxBlocks: 100_000 } },
     log: { access: false },
+    paths: { escapedSlashes: 'decode' },
   } satisfies PolicyConfig);
 });
 
