@@ -1,10 +1,12 @@
 import type { AlgorithmName, LimitConfig, PolicyConfig, RouteConfig } from '../config/types.js';
+import { compileGuards, mergeGuards } from '../guards/compile.js';
 import { ALGORITHMS } from '../limiter/algorithms/index.js';
 import { createAllowList } from './allow.js';
 import { createClientIpResolver } from './client-ip.js';
 import { PolicyError } from './errors.js';
 import { createIdentityResolver, type IdentityEvents } from './identity.js';
 import { createRouter } from './router.js';
+import { createUpstreamHeaders } from './upstream-headers.js';
 import type { CompiledLimit, CompiledPolicy, CompiledRoute, LimitKind } from './types.js';
 
 export interface CompileOptions {
@@ -49,6 +51,8 @@ export function compilePolicy(config: PolicyConfig, hash: string, options: Compi
     clientIp: within(['clientIp'], () => createClientIpResolver(config.clientIp)),
     identity: hasIdentity ? within(['identity'], () => createIdentityResolver(identity, options.identityEvents, { now })) : null,
     allow: within(['allow'], () => createAllowList(config.allow)),
+    rejectEscapedSlashes: config.paths?.escapedSlashes === 'reject',
+    upstreamHeaders: createUpstreamHeaders(identity),
   });
 }
 
@@ -92,6 +96,7 @@ function compileRoute(route: RouteConfig, config: PolicyConfig): CompiledRoute {
     mode: route.mode ?? config.defaults.mode,
     upstreamTimeoutMs: route.upstreamTimeoutMs ?? config.upstreamTimeoutMs,
     limits: Object.freeze(route.limits.map((limit, index) => compileLimit(route.id, limit, index, routeAlgorithm, sharesIdentity(route, index, routeAlgorithm)))),
+    guards: within(['routes', config.routes.indexOf(route), 'guards'], () => compileGuards(mergeGuards(config.defaults.guards, route.guards))),
   });
 }
 

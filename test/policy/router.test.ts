@@ -5,7 +5,7 @@ import { createRouter } from '../../src/policy/router.js';
 import type { CompiledRoute } from '../../src/policy/types.js';
 
 function route(id: string): CompiledRoute {
-  return { id, message: 'm', mode: 'enforce', upstreamTimeoutMs: 1000, limits: [] };
+  return { id, message: 'm', mode: 'enforce', upstreamTimeoutMs: 1000, limits: [], guards: null };
 }
 
 /** Router over `[id, match]` pairs (caseSensitive defaults to false, as the loader does). */
@@ -35,12 +35,12 @@ describe('createRouter', () => {
 
   it('exact paths match only themselves, in any spelling', () => {
     const match = router(['login', { path: '/api/login' }]);
-    for (const target of ['/api/login', '/API/Login/', '//api/./x/../login?next=/', '/api/%6Cogin', 'http://h/api/login']) {
+    for (const target of ['/api/login', '/API/Login/', '//api/./x/../login?next=/', '/api/%6Cogin', 'http://h/api/login', '/api%2Flogin', '/api/login;x=1', '/api/x/..;y/login']) {
       assert.equal(match(target), 'login', target);
     }
     assert.equal(match('/api/login/extra'), undefined);
     assert.equal(match('/api/logins'), undefined);
-    assert.equal(match('/api%2Flogin'), undefined);
+    assert.equal(match('/api%252Flogin'), undefined);
   });
 
   it('patterns are canonicalised like paths', () => {
