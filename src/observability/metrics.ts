@@ -9,6 +9,7 @@ export interface Metrics {
   readonly requests: Counter<'route' | 'decision'>;
   readonly limitExceeded: Counter<'route' | 'limit_by'>;
   readonly blocksStarted: Counter<'route' | 'limit_by'>;
+  readonly guardRefusals: Counter<'route' | 'guard'>;
   readonly nearLimit: Counter<'route' | 'limit_by'>;
   readonly decisionDuration: Histogram<'store'>;
   readonly upstreamDuration: Histogram<'route' | 'status_class'>;
@@ -71,6 +72,7 @@ export class HotMetrics {
   readonly #nearLimit: ChildCache<CounterChild>;
   readonly #limitExceeded: ChildCache<CounterChild>;
   readonly #blocksStarted: ChildCache<CounterChild>;
+  readonly #guardRefusals: ChildCache<CounterChild>;
   readonly #decisionDuration: ChildCache<HistogramChild>;
   readonly #upstreamDuration: ChildCache<HistogramChild>;
 
@@ -79,6 +81,7 @@ export class HotMetrics {
     this.#nearLimit = new ChildCache((route, by) => m.nearLimit.labels({ route, limit_by: by }));
     this.#limitExceeded = new ChildCache((route, by) => m.limitExceeded.labels({ route, limit_by: by }));
     this.#blocksStarted = new ChildCache((route, by) => m.blocksStarted.labels({ route, limit_by: by }));
+    this.#guardRefusals = new ChildCache((route, guard) => m.guardRefusals.labels({ route, guard }));
     this.#decisionDuration = new ChildCache((store) => m.decisionDuration.labels({ store }));
     this.#upstreamDuration = new ChildCache((route, statusClass) => m.upstreamDuration.labels({ route, status_class: statusClass }));
   }
@@ -99,6 +102,10 @@ export class HotMetrics {
     this.#blocksStarted.get(route, limitBy).inc();
   }
 
+  guardRefused(route: string, guard: string): void {
+    this.#guardRefusals.get(route, guard).inc();
+  }
+
   decision(store: string, seconds: number): void {
     this.#decisionDuration.get(store, '').observe(seconds);
   }
@@ -108,7 +115,7 @@ export class HotMetrics {
   }
 }
 
-export type Decision = 'allowed' | 'limited' | 'blocked' | 'bypassed' | 'shadow_limited' | 'store_error';
+export type Decision = 'allowed' | 'limited' | 'blocked' | 'bypassed' | 'shadow_limited' | 'store_error' | 'guard_refused';
 
 /** prom-client default gauges that `promtool check metrics` rejects (a gauge named *_total). */
 const EXCLUDED_DEFAULTS = new Set(['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']);
@@ -137,6 +144,12 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       name: 'tollgate_blocks_started_total',
       help: 'Blocks started after a limit was exceeded.',
       labelNames: ['route', 'limit_by'],
+      registers,
+    }),
+    guardRefusals: new Counter({
+      name: 'tollgate_guard_refusals_total',
+      help: 'Requests refused by a guard (methods, origins, cors, maxBodySize, contentTypes, body, csrf, auth; path for INVALID_PATH).',
+      labelNames: ['route', 'guard'],
       registers,
     }),
     nearLimit: new Counter({
