@@ -179,7 +179,7 @@ describe('violation log fields', () => {
   before(async () => {
     upstream = await startEchoUpstream();
     tg = await startTollgate(POLICY, { upstream: upstream.url });
-    token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('user-8842').sign(new TextEncoder().encode(JWT_SECRET));
+    token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('user-8842').setExpirationTime(4_102_444_800).sign(new TextEncoder().encode(JWT_SECRET));
   });
   after(async () => {
     await tg.close();
