@@ -708,7 +708,8 @@ function checkRoutes(routes: unknown[], root: RawMap, issues: PathIssue[]): void
       }
     }
 
-    const hasGuards = asMap(route.guards) !== undefined || (route.guards !== 'off' && asMap(asMap(root.defaults)?.guards) !== undefined);
+    // Guards given (even invalid ones, reported on their own) or inherited from the defaults.
+    const hasGuards = (route.guards !== undefined && route.guards !== 'off') || (route.guards !== 'off' && asMap(asMap(root.defaults)?.guards) !== undefined);
     if (route.limits === undefined && !hasGuards) {
       issues.push({ path: ['routes', routeIndex, 'limits'], message: 'is required' });
     }
