@@ -12,6 +12,8 @@ import { missingBody } from './body.js';
 import { ORIGIN_REFUSAL } from './cors.js';
 import type { CompiledGuards, GuardRefusal } from './types.js';
 
+/** Every request whose path `isInvalidPath` refuses (src/policy/path.ts). */
+export const INVALID_PATH: GuardRefusal = Object.freeze({ guard: 'path', code: 'INVALID_PATH', status: 400 });
 export const PAYLOAD_TOO_LARGE: GuardRefusal = Object.freeze({ guard: 'maxBodySize', code: 'PAYLOAD_TOO_LARGE', status: 413 });
 const UNSUPPORTED_MEDIA_TYPE: GuardRefusal = Object.freeze({ guard: 'contentTypes', code: 'UNSUPPORTED_MEDIA_TYPE', status: 415 });
 const CSRF_TOKEN_INVALID: GuardRefusal = Object.freeze({ guard: 'csrf', code: 'CSRF_TOKEN_INVALID', status: 403 });

@@ -21,9 +21,10 @@ import { applyCors, type MutableHeaders } from './cors.js';
 import { applySecurityHeaders, clientUsedHttps } from './security-headers.js';
 import type { CompiledGuards } from './types.js';
 
-export { checkAccess, checkBody, checkHead, needsBody, requestHasBody, PAYLOAD_TOO_LARGE } from './checks.js';
+export { checkAccess, checkBody, checkHead, INVALID_PATH, needsBody, requestHasBody, PAYLOAD_TOO_LARGE } from './checks.js';
 export { answerPreflight, isPreflight, type MutableHeaders, type PreflightAnswer } from './cors.js';
 export { compileGuards, mergeGuards } from './compile.js';
+export { applySecurityHeaders } from './security-headers.js';
 export { BodyLimit, BodyTooLargeError, limitBody, readBody, type BodyRead } from './stream.js';
 export type { CompiledGuards, GuardName, GuardRefusal } from './types.js';
 
