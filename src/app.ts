@@ -161,7 +161,11 @@ export class Tollgate {
     this.store = store;
     const redis = loaded.config.store.type === 'redis' ? loaded.config.store.redis : undefined;
     const onErrorStatus = redis?.onErrorStatus ?? 503;
-    const limiter = new Limiter({ store: this.store, onStoreError: redis?.onError === 'allow' ? 'allow' : 'deny' });
+    const limiter = new Limiter({
+      store: this.store,
+      onStoreError: redis?.onError === 'allow' ? 'allow' : 'deny',
+      onSlots: (route, delta) => metrics.hot.slots(route, delta),
+    });
     this.#violations = new ViolationLog(logger, { clock: this.#clock });
     this.#proxy = createProxyServer(
       {

@@ -493,24 +493,30 @@ const limitBy = z.string({ error: mustBe('ip, user, global or header:NAME') }).t
 
 const limitSchema = strictObject({
   by: limitBy,
-  limit: positiveInteger,
-  window: duration,
+  limit: positiveInteger.optional(),
+  window: duration.optional(),
+  concurrent: positiveInteger.optional(),
   block: duration.optional(),
   tiers: z.record(z.string(), positiveInteger, { error: mustBe('a map of tier name to limit') }).optional(),
   for: z.enum(LIMIT_FOR).default('any'),
   algorithm: algorithm.optional(),
-}).transform(
-  (limit): LimitConfig =>
-    compact({
-      by: limit.by,
-      limit: limit.limit,
-      windowMs: limit.window,
-      blockMs: limit.block,
-      tiers: limit.tiers,
-      for: limit.for,
-      algorithm: limit.algorithm,
-    }),
-);
+}).transform((limit): LimitConfig => {
+  // Which keys go together (limit + window, or concurrent alone) is checked by
+  // checkLimitKinds on the raw data; a load with such an issue fails, so the casts
+  // below never reach a compiled policy.
+  if (limit.concurrent !== undefined) {
+    return compact({ by: limit.by, concurrent: limit.concurrent, tiers: limit.tiers, for: limit.for });
+  }
+  return compact({
+    by: limit.by,
+    limit: limit.limit as number,
+    windowMs: limit.window as number,
+    blockMs: limit.block,
+    tiers: limit.tiers,
+    for: limit.for,
+    algorithm: limit.algorithm,
+  });
+});
 
 const routeSchema = strictObject({
   id: z.string({ error: mustBe('a route id') }).refine((value) => ROUTE_ID.test(value), {
@@ -570,8 +576,9 @@ const redisSchema = strictObject({
   onErrorStatus: integer(400, 599, 'an HTTP error status from 400 to 599').default(503),
   clock: z.enum(['redis', 'local']).default('redis'),
   expectedReplicas: positiveInteger.default(1),
+  slotLease: duration.default(30_000), // ms, already converted
 }).transform(
-  ({ timeout, ...redis }): RedisStoreConfig => compact({ ...redis, timeoutMs: timeout }),
+  ({ timeout, slotLease, ...redis }): RedisStoreConfig => compact({ ...redis, timeoutMs: timeout, slotLeaseMs: slotLease }),
 );
 
 const storeSchema = strictObject({
@@ -720,14 +727,22 @@ function checkRoutes(routes: unknown[], root: RawMap, issues: PathIssue[]): void
       const limit = asMap(limitValue);
       if (limit === undefined) return;
       const path = ['routes', routeIndex, 'limits', limitIndex];
-      // Counters are keyed by route + by + window + algorithm (+ for, to tell such twins apart).
-      const identity = `${String(limit.by).toLowerCase()}|${typeof limit.window === 'string' ? parseDuration(limit.window) ?? limit.window : String(limit.window)}|${String(limit.algorithm ?? routeAlgorithm)}|${String(limit.for ?? 'any')}`;
+      const concurrent = limit.concurrent !== undefined;
+      checkLimitKind(limit, path, issues);
+      // Counters are keyed by route + by + window + algorithm (+ for, to tell such twins
+      // apart); slots by route + by (+ for).
+      const by = String(limit.by).toLowerCase();
+      const identity = concurrent
+        ? `${by}|concurrent|${String(limit.for ?? 'any')}`
+        : `${by}|${typeof limit.window === 'string' ? parseDuration(limit.window) ?? limit.window : String(limit.window)}|${String(limit.algorithm ?? routeAlgorithm)}|${String(limit.for ?? 'any')}`;
       const twin = firstOfIdentity.get(identity);
       if (twin === undefined) firstOfIdentity.set(identity, limitIndex);
       else {
         issues.push({
           path,
-          message: `same by, window, algorithm and for as limits[${twin}], so both would count one counter; merge them (use tiers for per-plan limits) or change the window`,
+          message: concurrent
+            ? `same by and for as the concurrency limit limits[${twin}], so both would hold the same slots; merge them (use tiers for per-plan limits)`
+            : `same by, window, algorithm and for as limits[${twin}], so both would count one counter; merge them (use tiers for per-plan limits) or change the window`,
         });
       }
       if (limit.by === 'user' && limit.for === 'anonymous') {
@@ -785,6 +800,29 @@ function checkGuards(root: RawMap, issues: PathIssue[]): void {
   });
   // Defaults that no route uses are still checked: they are what a new route would get.
   if (defaults !== undefined && routes.length === 0) check(undefined, ['defaults', 'guards']);
+}
+
+/** Keys that only a rate limit (limit per window) has. */
+const RATE_ONLY_KEYS = ['limit', 'window', 'block', 'algorithm'] as const;
+
+/**
+ * A limit is a rate (`limit` + `window`) or a concurrency limit (`concurrent` alone):
+ * the keys of one kind make no sense on the other.
+ */
+function checkLimitKind(limit: RawMap, path: (string | number)[], issues: PathIssue[]): void {
+  if (limit.concurrent !== undefined) {
+    for (const key of presentKeys(limit, RATE_ONLY_KEYS)) {
+      issues.push({
+        path: [...path, key],
+        message: `does not apply to a concurrency limit (concurrent: N counts requests in flight; it takes the place of limit and window and has no ${key === 'block' ? 'block' : key === 'algorithm' ? 'algorithm' : 'window'})`,
+      });
+    }
+    return;
+  }
+  // Without `concurrent` this is a rate limit: both keys are required (zod no longer
+  // says so, since a concurrency limit has neither).
+  if (limit.limit === undefined) issues.push({ path: [...path, 'limit'], message: 'is required (or give concurrent: N for a limit on requests in flight)' });
+  if (limit.window === undefined) issues.push({ path: [...path, 'window'], message: 'is required' });
 }
 
 function checkStore(store: RawMap, issues: PathIssue[]): void {

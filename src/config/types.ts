@@ -159,14 +159,35 @@ export interface RouteMatchConfig {
   caseSensitive: boolean; // default false (also accepted at route level)
 }
 
-export interface LimitConfig {
+/** What a limit of a route counts: a rate (requests per window) or held slots. */
+export type LimitConfig = RateLimitConfig | ConcurrencyLimitConfig;
+
+interface LimitCommon {
   by: LimitBy;
+  /** Tier name -> limit (requests per window, or slots). */
+  tiers?: Record<string, number>;
+  for: LimitFor; // default 'any'
+}
+
+/** `{ by, limit, window }`: requests per window. */
+export interface RateLimitConfig extends LimitCommon {
   limit: number; // positive integer
   windowMs: number;
   blockMs?: number;
-  tiers?: Record<string, number>;
-  for: LimitFor; // default 'any'
   algorithm?: AlgorithmName;
+  concurrent?: undefined;
+}
+
+/**
+ * `{ by, concurrent: N }`: at most N requests (or WebSocket sessions) of one key in
+ * flight at once. Takes the place of limit/window; has no window, block or algorithm.
+ */
+export interface ConcurrencyLimitConfig extends LimitCommon {
+  concurrent: number; // positive integer
+  limit?: undefined;
+  windowMs?: undefined;
+  blockMs?: undefined;
+  algorithm?: undefined;
 }
 
 export interface RedisNodeConfig {
@@ -191,6 +212,8 @@ export interface RedisStoreConfig {
   onErrorStatus: number; // default 503
   clock: 'redis' | 'local'; // default 'redis'
   expectedReplicas: number; // default 1
+  /** Lifetime of a concurrency slot's lease unless its replica renews it (every third of it). */
+  slotLeaseMs: number; // default 30_000 (30s)
 }
 
 export interface StoreConfig {

@@ -2,14 +2,21 @@ import { createHash } from 'node:crypto';
 import type { ClientAddress, CompiledLimit, CompiledRoute, Identity, IncomingHeaders } from '../policy/types.js';
 import type { LimitCheck, LimitOutcome, RateLimitStore, StoreDecision } from '../store/types.js';
 import { StoreUnavailableError } from '../store/types.js';
+import { Settlement, type SlotsChanged } from './settlement.js';
 
 /**
  * What the proxy acts on. `refuse` carries why, so later guards (concurrency,
  * origin, body size) can refuse for reasons other than a rate.
  */
 export type Verdict =
-  | { readonly action: 'allow'; readonly reason: 'within_limits' | 'no_applicable_limit' | 'store_error_allow'; readonly report?: RateReport }
-  | { readonly action: 'shadow'; readonly reason: 'rate' | 'blocked'; readonly report: RateReport }
+  | {
+      readonly action: 'allow';
+      readonly reason: 'within_limits' | 'no_applicable_limit' | 'store_error_allow';
+      readonly report?: RateReport;
+      /** What must be given back when the exchange ends (concurrency slots); absent = nothing. */
+      readonly settlement?: Settlement;
+    }
+  | { readonly action: 'shadow'; readonly reason: 'rate' | 'blocked'; readonly report: RateReport; readonly settlement?: Settlement }
   | { readonly action: 'refuse'; readonly reason: 'rate' | 'blocked'; readonly report: RateReport }
   | { readonly action: 'refuse'; readonly reason: 'store_unavailable' };
 
@@ -27,6 +34,8 @@ export interface LimiterOptions {
   store: RateLimitStore;
   /** What to do when the store rejects with StoreUnavailableError. */
   onStoreError: 'allow' | 'deny';
+  /** Slots taken (+) and given back (-) per route: the tollgate_concurrent_slots gauge. */
+  onSlots?: SlotsChanged;
 }
 
 /** Longest header value kept verbatim as a key; longer ones are hashed. */
@@ -108,12 +117,17 @@ function report(checks: readonly LimitCheck[], decision: StoreDecision): RateRep
   };
 }
 
-function toVerdict(route: CompiledRoute, checks: readonly LimitCheck[], decision: StoreDecision): Verdict {
+function toVerdict(route: CompiledRoute, checks: readonly LimitCheck[], decision: StoreDecision, settlement: Settlement | undefined): Verdict {
   const rateReport = report(checks, decision);
-  if (decision.allowed) return { action: 'allow', reason: 'within_limits', report: rateReport };
+  if (decision.allowed) {
+    return settlement === undefined
+      ? { action: 'allow', reason: 'within_limits', report: rateReport }
+      : { action: 'allow', reason: 'within_limits', report: rateReport, settlement };
+  }
   const shown = decision.outcomes[rateReport.shown];
   const reason = shown.blockedUntil !== 0 && !shown.blockStarted ? 'blocked' : 'rate';
-  return route.mode === 'shadow' ? { action: 'shadow', reason, report: rateReport } : { action: 'refuse', reason, report: rateReport };
+  if (route.mode !== 'shadow') return { action: 'refuse', reason, report: rateReport };
+  return settlement === undefined ? { action: 'shadow', reason, report: rateReport } : { action: 'shadow', reason, report: rateReport, settlement };
 }
 
 /** The verdict for a request no limit applies to (also: no route, allowlisted). */
@@ -125,10 +139,12 @@ const STORE_DENY: Verdict = Object.freeze({ action: 'refuse', reason: 'store_una
 export class Limiter {
   readonly #store: RateLimitStore;
   readonly #onStoreError: 'allow' | 'deny';
+  readonly #onSlots: SlotsChanged | undefined;
 
   constructor(options: LimiterOptions) {
     this.#store = options.store;
     this.#onStoreError = options.onStoreError;
+    this.#onSlots = options.onSlots;
   }
 
   get store(): RateLimitStore {
@@ -139,18 +155,24 @@ export class Limiter {
   decide(route: CompiledRoute, checks: readonly LimitCheck[], now: number): Verdict | Promise<Verdict> {
     if (checks.length === 0) return NO_LIMIT;
     let decision: StoreDecision | Promise<StoreDecision>;
+    const shadow = route.mode === 'shadow';
     try {
-      decision = this.#store.decide(checks, now);
+      decision = this.#store.decide(checks, now, shadow);
     } catch (error) {
       return this.#storeFailed(route, error);
     }
     if (decision instanceof Promise) {
       return decision.then(
-        (d) => toVerdict(route, checks, d),
+        (d) => this.#verdict(route, checks, d),
         (error: unknown) => this.#storeFailed(route, error),
       );
     }
-    return toVerdict(route, checks, decision);
+    return this.#verdict(route, checks, decision);
+  }
+
+  #verdict(route: CompiledRoute, checks: readonly LimitCheck[], decision: StoreDecision): Verdict {
+    const settlement = decision.hold === undefined ? undefined : new Settlement(this.#store, decision.hold, route.id, this.#onSlots);
+    return toVerdict(route, checks, decision, settlement);
   }
 
   #storeFailed(route: CompiledRoute, error: unknown): Verdict {

@@ -22,6 +22,7 @@ export interface Metrics {
   readonly configInfo: Gauge<'hash'>;
   readonly configValid: Gauge;
   readonly inflight: Gauge;
+  readonly concurrentSlots: Gauge<'route'>;
   /** Cached labelled children for the per-request metrics. */
   readonly hot: HotMetrics;
 }
@@ -68,6 +69,8 @@ class ChildCache<C> {
 export class HotMetrics {
   /** Requests and tunnels in flight; read by the gauge at scrape time (no prom-client call per request). */
   inflight = 0;
+  /** Concurrency slots this replica holds, per route; read by the gauge at scrape time. */
+  readonly slotsByRoute = new Map<string, number>();
   readonly #requests: ChildCache<CounterChild>;
   readonly #nearLimit: ChildCache<CounterChild>;
   readonly #limitExceeded: ChildCache<CounterChild>;
@@ -84,6 +87,11 @@ export class HotMetrics {
     this.#guardRefusals = new ChildCache((route, guard) => m.guardRefusals.labels({ route, guard }));
     this.#decisionDuration = new ChildCache((store) => m.decisionDuration.labels({ store }));
     this.#upstreamDuration = new ChildCache((route, statusClass) => m.upstreamDuration.labels({ route, status_class: statusClass }));
+  }
+
+  /** Slots taken (+) or given back (-) on `route`. */
+  slots(route: string, delta: number): void {
+    this.slotsByRoute.set(route, (this.slotsByRoute.get(route) ?? 0) + delta);
   }
 
   request(route: string, decision: Decision): void {
@@ -222,6 +230,17 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       registers,
       collect() {
         if (hot !== undefined) this.set(hot.inflight);
+      },
+    }),
+    concurrentSlots: new Gauge({
+      name: 'tollgate_concurrent_slots',
+      help: 'Concurrency slots (requests or WebSocket sessions in flight under a concurrent limit) this replica holds.',
+      labelNames: ['route'],
+      registers,
+      collect() {
+        if (hot === undefined) return;
+        // A route whose slots all went back keeps its series at 0 (the gauge must not vanish mid-incident).
+        for (const [route, held] of hot.slotsByRoute) this.set({ route }, held);
       },
     }),
   };

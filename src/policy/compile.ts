@@ -100,8 +100,9 @@ function compileRoute(route: RouteConfig, config: PolicyConfig): CompiledRoute {
   });
 }
 
-/** The identity of a limit across reloads: by + window + algorithm (within its route). */
+/** The identity of a limit across reloads: by + window + algorithm (within its route), or by + slots. */
 function identityOf(limit: LimitConfig, routeAlgorithm: AlgorithmName): string {
+  if (limit.concurrent !== undefined) return `${limit.by.toLowerCase()}|concurrent`;
   return `${limit.by.toLowerCase()}|${limit.windowMs}|${limit.algorithm ?? routeAlgorithm}`;
 }
 
@@ -115,27 +116,53 @@ function sharesIdentity(route: RouteConfig, index: number, routeAlgorithm: Algor
   return route.limits.some((other, i) => i !== index && identityOf(other, routeAlgorithm) === own);
 }
 
+/** Key segment of concurrency limits in place of `window:algorithm`. */
+const CONCURRENT_KEY = 'cc';
+/** The IETF quota unit of concurrency limits (draft-ietf-httpapi-ratelimit-headers `qu`). */
+const CONCURRENT_QUOTA_UNIT = 'concurrent-requests';
+
+/** `"name";q=N;qu="concurrent-requests"`: a concurrency limit's RateLimit-Policy item (no `w`). */
+export function concurrentPolicyItem(policyName: string, max: number): string {
+  return `"${policyName}";q=${max};qu="${CONCURRENT_QUOTA_UNIT}"`;
+}
+
 function compileLimit(routeId: string, limit: LimitConfig, index: number, routeAlgorithm: AlgorithmName, shared: boolean): CompiledLimit {
-  const algorithm = limit.algorithm ?? routeAlgorithm;
-  // The algorithm's own code, the one the Redis store's scripts are keyed by.
-  const code = ALGORITHMS[algorithm]?.code;
-  if (code === undefined) throw new Error(`route "${routeId}": unknown algorithm "${algorithm}"`);
   const { kind, headerName } = limitKind(routeId, limit.by);
   const by = headerName === undefined ? limit.by : `${HEADER_PREFIX}${headerName}`;
   const distinct = shared && limit.for !== 'any' ? `~${limit.for}` : '';
-  const policyName = `${routeId}.${by}${shared && limit.for !== 'any' ? `.${limit.for}` : ''}`;
-  const windowSeconds = Math.ceil(limit.windowMs / 1000);
-  return Object.freeze({
+  const forSuffix = shared && limit.for !== 'any' ? `.${limit.for}` : '';
+  const common = {
     index,
     routeId,
     by,
     kind,
     ...(headerName === undefined ? {} : { headerName }),
-    limit: limit.limit,
     ...(limit.tiers === undefined ? {} : { tiers: new Map(Object.entries(limit.tiers)) }),
+    for: limit.for,
+  };
+  if (limit.concurrent !== undefined) {
+    const policyName = `${routeId}.${by}.concurrent${forSuffix}`;
+    return Object.freeze({
+      ...common,
+      type: 'concurrent' as const,
+      limit: limit.concurrent,
+      keyPrefix: `{${routeId}}:${by}:${CONCURRENT_KEY}${distinct}:`,
+      policyName,
+      policyItem: concurrentPolicyItem(policyName, limit.concurrent),
+    });
+  }
+  const algorithm = limit.algorithm ?? routeAlgorithm;
+  // The algorithm's own code, the one the Redis store's scripts are keyed by.
+  const code = ALGORITHMS[algorithm]?.code;
+  if (code === undefined) throw new Error(`route "${routeId}": unknown algorithm "${algorithm}"`);
+  const policyName = `${routeId}.${by}${forSuffix}`;
+  const windowSeconds = Math.ceil(limit.windowMs / 1000);
+  return Object.freeze({
+    ...common,
+    type: 'rate' as const,
+    limit: limit.limit,
     windowMs: limit.windowMs,
     blockMs: limit.blockMs ?? 0,
-    for: limit.for,
     algorithm,
     keyPrefix: `{${routeId}}:${by}:${limit.windowMs}:${code}${distinct}:`,
     policyName,

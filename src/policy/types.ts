@@ -6,7 +6,9 @@ import type { UpstreamHeaders } from './upstream-headers.js';
 export type LimitKind = 'ip' | 'user' | 'header' | 'global';
 
 /** A limit compiled once: parsed numbers, precomputed key prefix and header names. */
-export interface CompiledLimit {
+export type CompiledLimit = CompiledRateLimit | CompiledConcurrencyLimit;
+
+interface CompiledLimitBase {
   /** Position within its route's `limits` list. */
   readonly index: number;
   readonly routeId: string;
@@ -15,26 +17,38 @@ export interface CompiledLimit {
   readonly kind: LimitKind;
   /** Lower-cased header name for `kind === 'header'`. */
   readonly headerName?: string;
+  /** Requests per window (rate), or slots held at once (concurrent), without a tier. */
   readonly limit: number;
   /** Tier name -> limit; absent when the limit has no tiers. */
   readonly tiers?: ReadonlyMap<string, number>;
+  readonly for: LimitFor;
+  /**
+   * Identity of the limit across reloads and replicas: route id + by + window + algorithm
+   * (concurrency limits: route id + by). Store keys are `keyPrefix + clientKey`. Changing
+   * `limit`, `concurrent`, `tiers`, `block` or `for` keeps the prefix, so counts survive
+   * such edits.
+   */
+  readonly keyPrefix: string;
+  /** IETF policy name, `<route>.<by>` (e.g. `livekit-token.ip`; `<route>.<by>.concurrent`). */
+  readonly policyName: string;
+  /** This limit's `RateLimit-Policy` item at its base limit (built once). */
+  readonly policyItem: string;
+}
+
+/** Requests per window. */
+export interface CompiledRateLimit extends CompiledLimitBase {
+  readonly type: 'rate';
   readonly windowMs: number;
   /** 0 = no block after a violation. */
   readonly blockMs: number;
-  readonly for: LimitFor;
   readonly algorithm: AlgorithmName;
-  /**
-   * Identity of the limit across reloads and replicas: route id + by + window + algorithm.
-   * Store keys are `keyPrefix + clientKey`. Changing `limit`, `tiers`, `block` or `for`
-   * keeps the prefix, so counts survive such edits.
-   */
-  readonly keyPrefix: string;
-  /** IETF policy name, `<route>.<by>` (e.g. `livekit-token.ip`). */
-  readonly policyName: string;
   /** Window in whole seconds, rounded up (the IETF `w` parameter). */
   readonly windowSeconds: number;
-  /** This limit's `RateLimit-Policy` item at its base limit: `"route.by";q=N;w=S` (built once). */
-  readonly policyItem: string;
+}
+
+/** Requests (or WebSocket sessions) of one key in flight at once. */
+export interface CompiledConcurrencyLimit extends CompiledLimitBase {
+  readonly type: 'concurrent';
 }
 
 export interface CompiledRoute {

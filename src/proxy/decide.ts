@@ -59,6 +59,9 @@ export interface DecideDeps {
   readonly clock: () => number;
 }
 
+/** A key steadily over its concurrency limit logs one line per this long (its refusals ask again after 1 s). */
+const CONCURRENT_QUIET_MS = 60 * 1000; // 1m
+
 const REQUEST_ID = /^[A-Za-z0-9._:\-]{1,128}$/;
 export const UNMATCHED_ROUTE = '_unmatched';
 
@@ -282,8 +285,9 @@ function recordViolations(
       requestId,
       shadow,
       key: checks[i].key,
-      // Quiet for the block, or at least a window: a client steadily over its limit logs once per window.
-      quietUntil: o.blockedUntil !== 0 ? o.blockedUntil : now + Math.max(o.retryAfterMs, limit.windowMs),
+      // Quiet for the block, or at least a window: a client steadily over its limit logs once per window
+      // (a concurrency limit has no window: once per CONCURRENT_QUIET_MS).
+      quietUntil: o.blockedUntil !== 0 ? o.blockedUntil : now + Math.max(o.retryAfterMs, limit.type === 'concurrent' ? CONCURRENT_QUIET_MS : limit.windowMs),
     });
   }
 }

@@ -5,6 +5,7 @@ import type { Dispatcher } from 'undici';
 import { decorateResponse, type CompiledGuards } from '../guards/index.js';
 import type { Identity } from '../policy/types.js';
 import type { UpstreamHeaders } from '../policy/upstream-headers.js';
+import type { Settlement } from '../limiter/settlement.js';
 
 /**
  * Hop-by-hop headers (RFC 9110 7.6.1) plus those undici refuses to forward; never
@@ -41,6 +42,8 @@ export interface ForwardContext {
   /** Headers Tollgate adds to the response (rate-limit headers, request id). */
   readonly responseHeaders: Record<string, string> | null;
   readonly requestId: string;
+  /** The admitted decision's settle step (its `head` learns the status); ended by the proxy. */
+  readonly settlement: Settlement | undefined;
   /**
    * Called once: the upstream status (0 when no response head arrived) and the error
    * kind, if any (with a status: the body failed after the head was sent on).
@@ -204,6 +207,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     if (ctx === null || statusCode < 200) return; // 1xx informational: the final answer follows
     ctx.headersAt = performance.now();
     ctx.status = statusCode;
+    ctx.settlement?.head(statusCode);
     const res = ctx.res;
     if (ctx.draining()) res.shouldKeepAlive = false;
     // The response-head stage of the route's guards: CORS (the upstream's replaced) and security headers.

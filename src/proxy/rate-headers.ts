@@ -1,4 +1,5 @@
 import type { RateReport } from '../limiter/limiter.js';
+import { concurrentPolicyItem } from '../policy/compile.js';
 
 /** Unix seconds, rounded up, of an absolute ms time. */
 function unixSeconds(ms: number): number {
@@ -14,6 +15,8 @@ function secondsUntil(at: number, now: number): number {
  * Sets X-RateLimit-* (the shown limit), RateLimit-Policy (every applied limit) and
  * RateLimit (the shown limit) per draft-ietf-httpapi-ratelimit-headers:
  * `RateLimit-Policy: "livekit-token.ip";q=20;w=60` and `RateLimit: "livekit-token.ip";r=19;t=60`.
+ * A concurrency limit's item has no window: `"live-ws.user.concurrent";q=2;qu="concurrent-requests"`;
+ * its remaining is the free slots after this request and its reset one second ahead.
  */
 export function rateLimitHeaders(report: RateReport, now: number): Record<string, string> {
   const { checks, outcomes, shown } = report;
@@ -23,7 +26,10 @@ export function rateLimitHeaders(report: RateReport, now: number): Record<string
   for (let i = 0; i < checks.length; i++) {
     const check = checks[i];
     if (i > 0) policies += ', ';
-    policies += check.max === check.limit.limit ? check.limit.policyItem : `"${check.limit.policyName}";q=${check.max};w=${check.limit.windowSeconds}`;
+    const limit = check.limit;
+    if (check.max === limit.limit) policies += limit.policyItem;
+    else if (limit.type === 'concurrent') policies += concurrentPolicyItem(limit.policyName, check.max);
+    else policies += `"${limit.policyName}";q=${check.max};w=${limit.windowSeconds}`;
   }
   return {
     'x-ratelimit-limit': String(outcome.max),

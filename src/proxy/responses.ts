@@ -26,6 +26,7 @@ export function rateLimitedResponse(route: CompiledRoute, report: RateReport, re
     headers,
     body: errorBody('RATE_LIMIT_EXCEEDED', route.message, {
       violationType: limit.kind,
+      limitType: limit.type,
       retryAfter,
       limit: shown.max,
       route: route.id,

@@ -2,11 +2,13 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Readable } from 'node:stream';
 import { applySecurityHeaders, corsOrigin, limitBody, PAYLOAD_TOO_LARGE, wantsHsts } from '../guards/index.js';
+import type { Settlement } from '../limiter/settlement.js';
 import type { Logger } from '../observability/logger.js';
 import type { ClientAddress, CompiledPolicy } from '../policy/types.js';
 import { evaluate, recordGuardRefusal, UNMATCHED_ROUTE, type DecideDeps, type Evaluation } from './decide.js';
 import { hasBody, upgradeRequestHeaders, type ForwardContext, type ForwardFailure, type ForwardOptions, type HttpForwarder } from './forward.js';
 import { rateLimitHeaders } from './rate-headers.js';
+import { ERRORS } from './errors.js';
 import { errorResponse, guardRefusedResponse, rateLimitedResponse, send, sendOnSocket, type Decoration, type OwnResponse } from './responses.js';
 import type { UpgradeForwarder } from './upgrade.js';
 
@@ -65,6 +67,35 @@ function refusal(deps: ProxyDeps, ev: Evaluation): OwnResponse | undefined {
   return rateLimitedResponse(ev.route!, verdict.report, ev.requestId, ev.now);
 }
 
+const kSettlement = Symbol('tollgate.settlement');
+type Settled = { [kSettlement]?: Settlement | null };
+
+/**
+ * Ends `settlement` when `target` (a response, or an upgraded socket) closes: once,
+ * whatever closed it. A target that closed already (the client left while the decision
+ * was being made) ends it now. One shared listener, no closure per request.
+ */
+function endOnClose(target: (ServerResponse | Duplex) & Settled, settlement: Settlement | undefined): void {
+  if (settlement === undefined) return;
+  if (target.closed) {
+    settlement.end();
+    return;
+  }
+  target[kSettlement] = settlement;
+  target.once('close', endSettlement);
+}
+
+function endSettlement(this: Settled): void {
+  const settlement = this[kSettlement];
+  this[kSettlement] = null;
+  settlement?.end();
+}
+
+function settlementOf(ev: Evaluation): Settlement | undefined {
+  const verdict = ev.verdict;
+  return verdict.action === 'refuse' ? undefined : verdict.settlement;
+}
+
 /** Rate-limit headers for a request that goes on (none when no limit applied). */
 function passHeaders(ev: Evaluation): Record<string, string> | null {
   const verdict = ev.verdict;
@@ -113,12 +144,15 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
     if (failure !== null && fwd.bodyTooLarge) {
       // A streamed (chunked) body passed maxBodySize: the upstream request was aborted.
       recordGuardRefusal(deps, fwd.routeId, PAYLOAD_TOO_LARGE, fwd.client, ctx.requestId);
+      if (status === 0) ctx.settlement?.head(PAYLOAD_TOO_LARGE.status);
       if (!ctx.res.headersSent && !ctx.res.destroyed) send(ctx.res, guardRefusedResponse(PAYLOAD_TOO_LARGE, ctx.requestId, fwd.routeId), ctx.requestId, fwd.decoration);
       return;
     }
     if (failure === 'client_closed') return;
     if (failure !== null && status === 0) {
       const code = failure === 'timeout' ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE';
+      // Tollgate's own 502/504 is the status of this exchange.
+      ctx.settlement?.head(ERRORS[code].status);
       logger.error({ event: 'upstream_error', route: fwd.routeId, code, requestId: ctx.requestId }, failure === 'timeout' ? 'upstream timed out' : 'upstream unavailable');
       metrics.hot.upstream(fwd.routeId, 'error', (performance.now() - fwd.startedAt) / 1000);
       if (!ctx.res.headersSent && !ctx.res.destroyed) {
@@ -136,6 +170,8 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
   function forward(active: ActivePolicy, req: IncomingMessage, res: ServerResponse, ev: Evaluation): void {
     const responseHeaders = passHeaders(ev) ?? {};
     responseHeaders['x-request-id'] = ev.requestId;
+    const settlement = settlementOf(ev);
+    endOnClose(res, settlement);
     const guards = ev.route?.guards ?? null;
     const decorates = guards !== null && guards.decoratesResponse;
     const decoration = decorates ? decorationFor(req, ev) : undefined;
@@ -143,6 +179,7 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
       res,
       responseHeaders,
       requestId: ev.requestId,
+      settlement,
       done: onForwardDone,
       draining: deps.draining,
       headersAt: 0,
@@ -304,6 +341,10 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
         sendOnSocket(socket, refused, e.requestId, decorationFor(req, e));
         return;
       }
+      // From here the admitted upgrade holds its slots until its socket closes: a refusal
+      // relayed from the upstream, a failed handshake, the tunnel's end.
+      const settlement = settlementOf(e);
+      endOnClose(socket, settlement);
       if (socket.destroyed) return;
       const options = forwardOptions(active, req, e);
       const routeId = e.route?.id ?? UNMATCHED_ROUTE;
@@ -315,6 +356,7 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
         responseHeaders,
         timeoutMs: options.timeoutMs,
         onResult: (result, status) => {
+          settlement?.head(status);
           metrics.hot.upstream(routeId, result === 'open' || result === 'rejected' ? statusClass(status) : 'error', (performance.now() - startedAt) / 1000);
           if (result === 'open') {
             tunnels.add(socket);

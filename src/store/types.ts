@@ -40,16 +40,41 @@ export interface StoreDecision {
    * (`onError: local`); counted as `store_error`, never shown to the client.
    */
   readonly degraded?: boolean;
+  /**
+   * What the decision holds until its exchange ends (concurrency slots): hand it to
+   * `settle` exactly once. Absent when nothing is held.
+   */
+  readonly hold?: StoreHold;
+}
+
+/**
+ * What one admitted decision holds in a store: the slots of its concurrency checks
+ * (`slots[i]` true for each check that took one). Opaque beyond that: each store keeps
+ * what it needs to give them back (Redis: the lease members, and whether the local
+ * fallback took them).
+ */
+export interface StoreHold {
+  readonly checks: readonly LimitCheck[];
+  /** Per check: this decision took a slot for it. */
+  readonly slots: readonly boolean[];
 }
 
 /**
  * Holds limiter state. `decide` checks running blocks, evaluates every check and,
  * only if all pass, counts all of them atomically; violated checks with a block
- * duration start their block. A refused request consumes no quota.
+ * duration start their block. A refused request consumes no quota and takes no slot,
+ * except that `shadow` decisions take their slots even when refused (a shadow route
+ * forwards every request, so each one is in flight).
  */
 export interface RateLimitStore {
   readonly kind: 'memory' | 'redis';
-  decide(checks: readonly LimitCheck[], now: number): StoreDecision | Promise<StoreDecision>;
+  decide(checks: readonly LimitCheck[], now: number, shadow?: boolean): StoreDecision | Promise<StoreDecision>;
+  /**
+   * The exchange of a decision ended: gives back its slots. Called exactly once per
+   * hold; never throws (a store that cannot reach its backend lets the slots' leases
+   * expire). May be batched, but a freed slot is usable again within 100 ms.
+   */
+  settle(hold: StoreHold): void;
   /** Resolves true once the store can decide, false after `timeoutMs` (remote stores). */
   ready?(timeoutMs: number): Promise<boolean>;
   /** Releases connections and timers. */

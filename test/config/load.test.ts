@@ -288,6 +288,7 @@ test('the full fixture loads to the exact PolicyConfig, defaults included', () =
         onErrorStatus: 429,
         clock: 'local',
         expectedReplicas: 3,
+        slotLeaseMs: 30_000,
       },
     },
     log: { access: true },
@@ -339,6 +340,7 @@ test('redis defaults are filled in when store.redis is given', () => {
       onErrorStatus: 503,
       clock: 'redis',
       expectedReplicas: 1,
+      slotLeaseMs: 30_000,
     });
   }
 });

@@ -29,6 +29,7 @@ function policy(): PolicyConfig {
         timeoutMs: 50,
         onError: 'local',
         onErrorStatus: 503,
+        slotLeaseMs: 30_000,
         clock: 'redis',
         expectedReplicas: 1,
       },

@@ -359,6 +359,7 @@ export function limitFixture(options: {
     routeId,
     by,
     kind,
+    type: 'rate',
     limit: options.limit,
     windowMs: options.windowMs,
     blockMs: options.blockMs ?? 0,

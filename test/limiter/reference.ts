@@ -10,6 +10,7 @@
  * below 2^53 for windows up to days and limits up to millions.
  */
 import type { AlgorithmName } from '../../src/config/types.js';
+import type { LimitCheck } from '../../src/store/types.js';
 
 /** The same fields as the implementation's `Verdict`, computed exactly. */
 export interface ReferenceVerdict {
@@ -283,14 +284,26 @@ export function referenceModel(algorithm: AlgorithmName, windowMs: number): Refe
   }
 }
 
-/** One limit of one request, as the reference store sees it. */
-export interface ReferenceCheck {
-  algorithm: AlgorithmName;
-  windowMs: number;
-  blockMs: number;
-  key: string;
-  max: number;
+/** One limit of one request, as the reference store sees it (`concurrent`: slots, no window or block). */
+export type ReferenceCheck =
+  | { algorithm: AlgorithmName; windowMs: number; blockMs: number; key: string; max: number }
+  | { algorithm: 'concurrent'; key: string; max: number };
+
+/** A store check as the reference store reads it. */
+export function referenceCheck(check: LimitCheck): ReferenceCheck {
+  const limit = check.limit;
+  if (limit.type === 'concurrent') return { algorithm: 'concurrent', key: check.key, max: check.max };
+  return { algorithm: limit.algorithm, windowMs: limit.windowMs, blockMs: limit.blockMs, key: check.key, max: check.max };
 }
+
+/** The keys a reference decision took a slot on (one entry per slot). */
+export interface ReferenceHold {
+  readonly slotKeys: readonly string[];
+  readonly slots: readonly boolean[];
+}
+
+/** A concurrency check asks again after this long (the contract: Retry-After 1 s). */
+const SLOT_RETRY_MS = 1000;
 
 /** The contract's `LimitOutcome` fields (without `max`). */
 export interface ReferenceOutcome {
@@ -307,26 +320,46 @@ export interface ReferenceOutcome {
  * The store contract (store/types.ts) written from its prose, on top of the reference
  * models: a running block refuses; if every check passes every check is counted, else
  * none is, and each algorithm-refused check with a block duration and no running block
- * starts one. A block covers [start, start + blockMs) and is never extended.
+ * starts one. A block covers [start, start + blockMs) and is never extended. A
+ * concurrency check passes while fewer than `max` slots of its key are held; an admitted
+ * decision (or any shadow decision) takes one slot per concurrency check, given back by
+ * `settle`.
  */
 export class ReferenceStore {
   private readonly models = new Map<string, ReferenceModel>();
   private readonly blocks = new Map<string, number>();
+  private readonly held = new Map<string, number>();
 
-  decide(checks: readonly ReferenceCheck[], now: number): { allowed: boolean; outcomes: ReferenceOutcome[] } {
+  decide(checks: readonly ReferenceCheck[], now: number, shadow = false): { allowed: boolean; outcomes: ReferenceOutcome[]; hold?: ReferenceHold } {
     const looked = checks.map((c) => {
+      if (c.algorithm === 'concurrent') {
+        const held = this.held.get(c.key) ?? 0;
+        const verdict: ReferenceVerdict =
+          held < c.max
+            ? { allowed: true, remaining: c.max - held - 1, resetAt: now + SLOT_RETRY_MS, retryAfterMs: 0, count: held + 1 }
+            : { allowed: false, remaining: 0, resetAt: now + SLOT_RETRY_MS, retryAfterMs: SLOT_RETRY_MS, count: held };
+        return { check: c, blockedUntil: 0, verdict };
+      }
       const until = this.blocks.get(c.key) ?? 0;
       return { check: c, blockedUntil: until > now ? until : 0, verdict: this.model(c).verdict(c.max, now) };
     });
     const allowed = looked.every((l) => l.blockedUntil === 0 && l.verdict.allowed);
-    if (allowed) for (const { check } of looked) this.model(check).accept(check.max, now);
+    if (allowed) for (const { check } of looked) if (check.algorithm !== 'concurrent') this.model(check).accept(check.max, now);
+    const slotKeys: string[] = [];
+    const slots = checks.map((c) => c.algorithm === 'concurrent' && (allowed || shadow));
+    checks.forEach((c, i) => {
+      if (!slots[i]) return;
+      this.held.set(c.key, (this.held.get(c.key) ?? 0) + 1);
+      slotKeys.push(c.key);
+    });
 
     const outcomes = looked.map(({ check, blockedUntil, verdict }): ReferenceOutcome => {
-      if (blockedUntil === 0 && (verdict.allowed || check.blockMs === 0)) {
+      const blockMs = check.algorithm === 'concurrent' ? 0 : check.blockMs;
+      if (blockedUntil === 0 && (verdict.allowed || blockMs === 0)) {
         return { ...verdict, blockedUntil: 0, blockStarted: false };
       }
       const blockStarted = blockedUntil === 0;
-      const until = blockStarted ? now + check.blockMs : blockedUntil;
+      const until = blockStarted ? now + blockMs : blockedUntil;
       if (blockStarted) this.blocks.set(check.key, until);
       return {
         allowed: false,
@@ -339,13 +372,22 @@ export class ReferenceStore {
         blockStarted,
       };
     });
-    return { allowed, outcomes };
+    return slotKeys.length === 0 ? { allowed, outcomes } : { allowed, outcomes, hold: { slotKeys, slots } };
   }
 
-  private model(check: ReferenceCheck): ReferenceModel {
+  /** The exchange of a decision ended: its slots are free again. */
+  settle(hold: ReferenceHold): void {
+    for (const key of hold.slotKeys) {
+      const held = this.held.get(key) ?? 0;
+      if (held <= 0) throw new Error(`reference: settling a slot of ${key} that is not held`);
+      this.held.set(key, held - 1);
+    }
+  }
+
+  private model(check: ReferenceCheck & { windowMs: number }): ReferenceModel {
     let model = this.models.get(check.key);
     if (model === undefined) {
-      model = referenceModel(check.algorithm, check.windowMs);
+      model = referenceModel(check.algorithm as AlgorithmName, check.windowMs);
       this.models.set(check.key, model);
     }
     return model;

@@ -5,33 +5,43 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { LimitOutcome, StoreDecision } from '../../src/store/types.js';
-import { loadVectors, parseVector, runVector } from '../vectors/load.js';
-import { ReferenceStore } from './reference.js';
+import type { LimitOutcome, StoreDecision, StoreHold } from '../../src/store/types.js';
+import { loadVectors, parseVector, runVector, type DecideStep } from '../vectors/load.js';
+import { ReferenceStore, referenceCheck, type ReferenceHold } from './reference.js';
 
 const vectors = loadVectors();
+const decisions = (v: (typeof vectors)[number]): DecideStep[] => v.steps.filter((s): s is DecideStep => 'checks' in s);
+
 
 describe('shared vectors (against the reference store)', () => {
   it('there are vectors for every algorithm, blocks and multi-check decisions', () => {
     assert.ok(vectors.length >= 8, `only ${vectors.length} vectors`);
     const algorithms = new Set(vectors.flatMap((v) => v.limits.map((l) => l.algorithm)));
-    assert.deepEqual([...algorithms].sort(), ['fixed-window', 'sliding-log', 'sliding-window', 'token-bucket']);
-    assert.ok(vectors.some((v) => v.steps.some((s) => s.expect.outcomes.some((o) => o.blockStarted))));
-    assert.ok(vectors.some((v) => v.steps.some((s) => s.checks.length > 1 && !s.expect.allowed)));
+    assert.deepEqual([...algorithms].sort(), ['concurrent', 'fixed-window', 'sliding-log', 'sliding-window', 'token-bucket']);
+    assert.ok(vectors.some((v) => decisions(v).some((s) => s.expect.outcomes.some((o) => o.blockStarted))));
+    assert.ok(vectors.some((v) => decisions(v).some((s) => s.checks.length > 1 && !s.expect.allowed)));
     assert.ok(vectors.some((v) => v.steps.some((s) => s.at >= 1_700_000_000_000)), 'some vectors use unix-ms times');
+    assert.ok(vectors.some((v) => v.steps.some((s) => 'settle' in s)), 'some vectors give slots back');
+    assert.ok(vectors.some((v) => decisions(v).some((s) => s.shadow === true && !s.expect.allowed)), 'a refused shadow decision takes its slot');
   });
 
   for (const vector of vectors) {
     it(vector.name, async () => {
       const store = new ReferenceStore();
-      await runVector(vector, (checks, now): StoreDecision => {
-        const decision = store.decide(
-          checks.map((c) => ({ ...c.limit, key: c.key, max: c.max })),
-          now,
-        );
-        const outcomes = decision.outcomes.map((o, i): LimitOutcome => ({ ...o, max: checks[i].max }));
-        return { allowed: decision.allowed, outcomes };
-      });
+      const references = new Map<StoreHold, ReferenceHold>();
+      await runVector(
+        vector,
+        (checks, now, shadow): StoreDecision => {
+          const decision = store.decide(checks.map(referenceCheck), now, shadow);
+          const outcomes = decision.outcomes.map((o, i): LimitOutcome => ({ ...o, max: checks[i].max }));
+          if (decision.hold === undefined) return { allowed: decision.allowed, outcomes };
+          const hold: StoreHold = { checks, slots: decision.hold.slots };
+          references.set(hold, decision.hold);
+          return { allowed: decision.allowed, outcomes, hold };
+        },
+        undefined,
+        (hold) => store.settle(references.get(hold) as ReferenceHold),
+      );
     });
   }
 });

@@ -238,6 +238,7 @@ class FakeStore implements RateLimitStore {
     const outcomes = checks.map((c) => ({ allowed: true, max: c.max, remaining: c.max - 1, resetAt: now + 60_000, retryAfterMs: 0, count: 1, blockedUntil: 0, blockStarted: false }));
     return Promise.resolve({ allowed: true, outcomes, degraded: true });
   }
+  settle(): void {}
   async close(): Promise<void> {}
 }
 

@@ -4,6 +4,13 @@ import type { PolicyConfig, RouteConfig } from '../../src/config/types.js';
 import { ALGORITHMS } from '../../src/limiter/algorithms/index.js';
 import { compilePolicy, DEFAULT_MESSAGE } from '../../src/policy/compile.js';
 import { PolicyError } from '../../src/policy/errors.js';
+import type { CompiledLimit, CompiledRateLimit } from '../../src/policy/types.js';
+
+/** The limit as a rate limit (fails the test if it is a concurrency limit). */
+function rate(limit: CompiledLimit): CompiledRateLimit {
+  assert.equal(limit.type, 'rate');
+  return limit as CompiledRateLimit;
+}
 
 function policy(routes: RouteConfig[], overrides: Partial<PolicyConfig> = {}): PolicyConfig {
   return {
@@ -45,7 +52,7 @@ const SEARCH: RouteConfig = {
 describe('compilePolicy', () => {
   it('compiles limits: kind, key prefix, policy name, window seconds, tiers, block', () => {
     const compiled = compilePolicy(policy([LIVEKIT, SEARCH]), 'abc123', { now: () => 42 });
-    const [ip, user] = compiled.routes[0].limits;
+    const [ip, user] = compiled.routes[0].limits.map(rate);
     assert.deepEqual(
       { ...ip },
       {
@@ -53,6 +60,7 @@ describe('compilePolicy', () => {
         routeId: 'livekit-token',
         by: 'ip',
         kind: 'ip',
+        type: 'rate',
         limit: 10,
         windowMs: 60_000,
         blockMs: 300_000,
@@ -93,12 +101,12 @@ describe('compilePolicy', () => {
     assert.equal(search.mode, 'shadow');
     assert.equal(search.upstreamTimeoutMs, 9_000);
     assert.equal(search.message, DEFAULT_MESSAGE);
-    assert.equal(search.limits[0].algorithm, 'sliding-log');
+    assert.equal(rate(search.limits[0]).algorithm, 'sliding-log');
     assert.equal(search.limits[0].keyPrefix, '{search}:header:x-api-key:1000:sl:');
     assert.equal(compiled.upstreamTimeoutMs, 9_000);
     const enforced = compilePolicy(policy([SEARCH]), 'h');
     assert.equal(enforced.routes[0].mode, 'enforce');
-    assert.equal(enforced.routes[0].limits[0].algorithm, 'sliding-window');
+    assert.equal(rate(enforced.routes[0].limits[0]).algorithm, 'sliding-window');
   });
 
   it('wires the router, client IP, allowlist and identity', async () => {

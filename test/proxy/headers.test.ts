@@ -100,7 +100,7 @@ describe('rate-limit headers and the 429 envelope', () => {
       error: {
         code: 'RATE_LIMIT_EXCEEDED',
         message: 'Slow down on exact',
-        details: { violationType: 'ip', retryAfter: 40, limit: 3, route: 'exact', requestId: 'req-429-check' },
+        details: { violationType: 'ip', limitType: 'rate', retryAfter: 40, limit: 3, route: 'exact', requestId: 'req-429-check' },
       },
     });
   });

@@ -96,7 +96,7 @@ describe('WebSocket upgrades', () => {
       error: {
         code: 'RATE_LIMIT_EXCEEDED',
         message: 'Too many connections',
-        details: { violationType: 'ip', retryAfter: 60, limit: 2, route: 'live-ws', requestId: 'ws-refused' },
+        details: { violationType: 'ip', limitType: 'rate', retryAfter: 60, limit: 2, route: 'live-ws', requestId: 'ws-refused' },
       },
     });
     assert.equal(upstream.seen.filter((s) => s.headers.upgrade !== undefined).length, upgradesBefore, 'never reached the upstream');

@@ -63,7 +63,7 @@ function open(t: TestContext, config: RedisStoreConfig, heartbeatMs?: number): H
 }
 
 function redisConfig(server: { url: string }, prefix: string, onError: RedisStoreConfig['onError'], expectedReplicas = 1): RedisStoreConfig {
-  return { url: server.url, prefix, timeoutMs: TIMEOUT_MS, onError, onErrorStatus: 503, clock: 'redis', expectedReplicas };
+  return { url: server.url, prefix, timeoutMs: TIMEOUT_MS, onError, onErrorStatus: 503, clock: 'redis', expectedReplicas, slotLeaseMs: 30_000 };
 }
 
 function check(limit: CompiledLimit, client: string): LimitCheck {

@@ -46,6 +46,7 @@ function config(target: RedisTarget, prefix: string, overrides: Partial<RedisSto
     timeoutMs: 1_000, // these tests check counts, not latency; a loaded CI box must not fail them
     onError: 'deny',
     onErrorStatus: 503,
+    slotLeaseMs: 30_000,
     clock: 'redis',
     expectedReplicas: 1,
     ...overrides,

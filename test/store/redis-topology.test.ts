@@ -24,6 +24,7 @@ function open(t: TestContext, connection: Partial<RedisStoreConfig>): RedisStore
       timeoutMs: 1_000,
       onError: 'deny',
       onErrorStatus: 503,
+      slotLeaseMs: 30_000,
       clock: 'redis',
       expectedReplicas: 1,
       ...connection,

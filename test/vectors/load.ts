@@ -10,7 +10,7 @@ import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import type { CompiledLimit } from '../../src/policy/types.js';
-import type { LimitCheck, StoreDecision } from '../../src/store/types.js';
+import type { LimitCheck, StoreDecision, StoreHold } from '../../src/store/types.js';
 
 const VECTOR_DIR = fileURLToPath(new URL('.', import.meta.url));
 
@@ -18,9 +18,10 @@ const nonNegativeInt = z.number().int().nonnegative();
 
 const limitSchema = z.strictObject({
   id: z.string().regex(/^[a-z0-9-]+$/),
-  algorithm: z.enum(['sliding-window', 'sliding-log', 'fixed-window', 'token-bucket']),
-  windowMs: z.number().int().positive(),
-  blockMs: nonNegativeInt,
+  /** `concurrent`: a concurrency limit (slots held at once), with no window or block. */
+  algorithm: z.enum(['sliding-window', 'sliding-log', 'fixed-window', 'token-bucket', 'concurrent']),
+  windowMs: z.number().int().positive().optional(),
+  blockMs: nonNegativeInt.optional(),
 });
 
 const checkSchema = z.strictObject({
@@ -41,16 +42,32 @@ const outcomeSchema = z.strictObject({
   blockStarted: z.boolean(),
 });
 
-const stepSchema = z.strictObject({
+/** One decision. */
+const decideStepSchema = z.strictObject({
   at: nonNegativeInt,
   /** Why this step expects what it does (free text, for the reader). */
   note: z.string().optional(),
+  /** A shadow route's decision: takes its slots even when refused. */
+  shadow: z.boolean().optional(),
   checks: z.array(checkSchema).min(1),
   expect: z.strictObject({
     allowed: z.boolean(),
     outcomes: z.array(outcomeSchema).min(1),
+    /** Per check: the decision took a slot for it (omitted: none). */
+    slots: z.array(z.boolean()).optional(),
   }),
+  /** Keep the decision's hold under this name, for a later `settle` step. */
+  hold: z.string().optional(),
 });
+
+/** The exchange of a kept decision ended: give back what it holds. */
+const settleStepSchema = z.strictObject({
+  at: nonNegativeInt,
+  note: z.string().optional(),
+  settle: z.string(),
+});
+
+const stepSchema = z.union([decideStepSchema, settleStepSchema]);
 
 const vectorSchema = z.strictObject({
   name: z.string().regex(/^[a-z0-9-]+$/),
@@ -63,10 +80,14 @@ export type VectorLimit = z.infer<typeof limitSchema>;
 export type VectorCheck = z.infer<typeof checkSchema>;
 export type ExpectedOutcome = z.infer<typeof outcomeSchema>;
 export type VectorStep = z.infer<typeof stepSchema>;
+export type DecideStep = z.infer<typeof decideStepSchema>;
 export type Vector = z.infer<typeof vectorSchema>;
 
 /** Decides one request; a store's `decide` (with its clock set to `now`) fits. */
-export type Decide = (checks: readonly LimitCheck[], now: number) => StoreDecision | Promise<StoreDecision>;
+export type Decide = (checks: readonly LimitCheck[], now: number, shadow: boolean) => StoreDecision | Promise<StoreDecision>;
+
+/** Gives back a kept hold at `now` and resolves once the store applied it (Redis: `settled()`). */
+export type Settle = (hold: StoreHold, now: number) => void | Promise<void>;
 
 /** Builds the `CompiledLimit` for a vector limit; replace it to add a per-run key namespace. */
 export type MakeLimit = (spec: VectorLimit, vector: Vector, index: number) => CompiledLimit;
@@ -78,21 +99,27 @@ export function vectorKeyPrefix(vectorName: string, limitId: string): string {
 
 /** The default `MakeLimit`: a by-ip limit whose key prefix is `vectorKeyPrefix`. */
 export const makeVectorLimit: MakeLimit = (spec, vector, index) => {
-  const firstUse = vector.steps.flatMap((s) => s.checks).find((c) => c.limit === spec.id);
-  return {
+  const firstUse = vector.steps.flatMap((s) => ('checks' in s ? s.checks : [])).find((c) => c.limit === spec.id);
+  const common = {
     index,
     routeId: `vec-${vector.name}`,
     by: 'ip',
-    kind: 'ip',
+    kind: 'ip' as const,
     limit: firstUse?.max ?? 1,
-    windowMs: spec.windowMs,
-    blockMs: spec.blockMs,
-    for: 'any',
-    algorithm: spec.algorithm,
+    for: 'any' as const,
     keyPrefix: vectorKeyPrefix(vector.name, spec.id),
     policyName: `vec-${vector.name}.${spec.id}`,
-    windowSeconds: Math.ceil(spec.windowMs / 1000),
     policyItem: '',
+  };
+  if (spec.algorithm === 'concurrent') return { ...common, type: 'concurrent' };
+  const windowMs = spec.windowMs as number;
+  return {
+    ...common,
+    type: 'rate',
+    windowMs,
+    blockMs: spec.blockMs as number,
+    algorithm: spec.algorithm,
+    windowSeconds: Math.ceil(windowMs / 1000),
   };
 };
 
@@ -102,12 +129,28 @@ function checkConsistency(vector: Vector, file: string): void {
   for (const limit of vector.limits) {
     if (ids.has(limit.id)) throw new Error(`${file}: duplicate limit id "${limit.id}"`);
     ids.add(limit.id);
+    const rate = limit.algorithm !== 'concurrent';
+    if (rate !== (limit.windowMs !== undefined && limit.blockMs !== undefined)) {
+      throw new Error(`${file}: limit "${limit.id}": ${rate ? 'a rate limit needs windowMs and blockMs' : 'a concurrent limit has no windowMs or blockMs'}`);
+    }
   }
   let previousAt = -Infinity;
+  const held = new Set<string>();
   vector.steps.forEach((step, i) => {
     const where = `${file}: step ${i} (at ${step.at})`;
     if (step.at < previousAt) throw new Error(`${where}: time goes backwards`);
     previousAt = step.at;
+    if ('settle' in step) {
+      if (!held.delete(step.settle)) throw new Error(`${where}: settles "${step.settle}", which no earlier step holds (or it was settled already)`);
+      return;
+    }
+    if (step.hold !== undefined) {
+      if (held.has(step.hold)) throw new Error(`${where}: hold "${step.hold}" is already in use`);
+      held.add(step.hold);
+    }
+    if (step.expect.slots !== undefined && step.expect.slots.length !== step.checks.length) {
+      throw new Error(`${where}: ${step.checks.length} checks but ${step.expect.slots.length} slots`);
+    }
     for (const check of step.checks) {
       if (!ids.has(check.limit)) throw new Error(`${where}: unknown limit "${check.limit}"`);
     }
@@ -138,20 +181,35 @@ export function loadVectors(dir: string = VECTOR_DIR): Vector[] {
 }
 
 /**
- * Replays a vector through `decide` and asserts every step's decision and every field
- * of every outcome (plus `max`, which must echo the check). Store-agnostic: the caller
- * supplies a fresh store (or a fresh key namespace via `makeLimit`) per vector and
- * sets its clock to `now` inside `decide`.
+ * Replays a vector through `decide` (and `settle` for its settle steps) and asserts
+ * every step's decision, every field of every outcome (plus `max`, which must echo the
+ * check) and which checks took a slot. Store-agnostic: the caller supplies a fresh store
+ * (or a fresh key namespace via `makeLimit`) per vector and sets its clock to `now`
+ * inside `decide`.
  */
-export async function runVector(vector: Vector, decide: Decide, makeLimit: MakeLimit = makeVectorLimit): Promise<void> {
+export async function runVector(
+  vector: Vector,
+  decide: Decide,
+  makeLimit: MakeLimit = makeVectorLimit,
+  settle?: Settle,
+): Promise<void> {
   const limits = new Map(vector.limits.map((spec, i) => [spec.id, makeLimit(spec, vector, i)]));
+  const holds = new Map<string, StoreHold>();
   for (const [i, step] of vector.steps.entries()) {
+    const where = `vector ${vector.name}, step ${i} at ${step.at}${step.note ? ` (${step.note})` : ''}`;
+    if ('settle' in step) {
+      const hold = holds.get(step.settle);
+      assert.ok(hold !== undefined, `${where}: the decision kept as "${step.settle}" holds nothing`);
+      assert.ok(settle !== undefined, `${where}: this store's runner has no settle`);
+      holds.delete(step.settle);
+      await settle(hold, step.at);
+      continue;
+    }
     const checks: LimitCheck[] = step.checks.map((c) => {
       const limit = limits.get(c.limit) as CompiledLimit;
       return { limit, key: limit.keyPrefix + c.key, max: c.max };
     });
-    const decision = await decide(checks, step.at);
-    const where = `vector ${vector.name}, step ${i} at ${step.at}${step.note ? ` (${step.note})` : ''}`;
+    const decision = await decide(checks, step.at, step.shadow === true);
     assert.equal(decision.outcomes.length, checks.length, `${where}: one outcome per check`);
     const actual = {
       allowed: decision.allowed,
@@ -165,6 +223,7 @@ export async function runVector(vector: Vector, decide: Decide, makeLimit: MakeL
         blockedUntil: o.blockedUntil,
         blockStarted: o.blockStarted,
       })),
+      slots: decision.hold?.slots ?? checks.map(() => false),
     };
     const expected = {
       allowed: step.expect.allowed,
@@ -178,7 +237,12 @@ export async function runVector(vector: Vector, decide: Decide, makeLimit: MakeL
         blockedUntil: o.blockedUntil,
         blockStarted: o.blockStarted,
       })),
+      slots: step.expect.slots ?? checks.map(() => false),
     };
     assert.deepEqual(actual, expected, where);
+    if (step.hold !== undefined) {
+      assert.ok(decision.hold !== undefined, `${where}: expected a hold to keep as "${step.hold}"`);
+      holds.set(step.hold, decision.hold);
+    }
   }
 }

@@ -26,9 +26,14 @@ export const DECIDE_LUA = `-- tollgate decide (batched)
 -- ARGV[1]     ms added to every TTL (slack for clock: local; 0 with TIME)
 -- ARGV[2]     batch id, unique across replicas (sliding-log members)
 -- then per decision: now in ms ('' = the server clock, TIME, read once per batch),
---   check count n, and per check one spec "code max windowMs blockMs" (code: fw|sw|sl|tb;
---   one argument, not four: fewer arguments to encode and copy, and the checks of one
---   route repeat the same few specs, parsed once per batch)
+--   check count n, flags ('s' = shadow: take the concurrency slots even when refused,
+--   '' = none), and per check one spec "code max windowMs blockMs" (code: fw|sw|sl|tb,
+--   or cc for a concurrency check, whose windowMs is the lease length; one argument,
+--   not four: fewer arguments to encode and copy, and the checks of one route repeat
+--   the same few specs, parsed once per batch)
+-- A concurrency check's key is a ZSET of leases: member = "<batch id>:<decision>:<check>"
+-- (what the store gives back on release), score = the lease's expiry; expired leases are
+-- dropped when the key is read, so a dead replica's slots free themselves.
 -- Returns one string of space-separated numbers (cheaper for the client to decode
 -- than an array): the server's now (0 if unused), then per decision and check:
 -- allowed 0/1, remaining, resetAt, retryAfterMs, count, blockedUntil (0 = none),
@@ -178,6 +183,20 @@ local function slConsume(key, mx, w, member)
   call('PEXPIRE', key, ceil(max(1, tonumber(last[2]) + w - now) + slack))
 end
 
+-- concurrency slots: a ZSET of leases scored by expiry
+local SLOT_RETRY_MS = 1000
+local function ccPeek(key, mx)
+  call('ZREMRANGEBYSCORE', key, '-inf', fmt(now))
+  local held = call('ZCARD', key)
+  if held + 1 <= mx then return 1, mx - held - 1, now + SLOT_RETRY_MS, 0, held + 1 end
+  return 0, 0, now + SLOT_RETRY_MS, SLOT_RETRY_MS, held
+end
+local function ccTake(key, lease, member)
+  call('ZADD', key, fmt(now + lease), member)
+  local ttl = ceil(lease + slack)
+  if call('PTTL', key) < ttl then call('PEXPIRE', key, ttl) end
+end
+
 local out = {''}
 
 -- Spec string -> {code, max, window ms, block ms}, parsed once per batch.
@@ -200,7 +219,7 @@ local passed, verdicts, blocked, checks, keys, blockKeys = {}, {}, {}, {}, {}, {
 
 -- One decision: its keys start after KEYS[k], its checks' args at ARGV[a]. Returns an
 -- error reply, or nil and the index of its last key.
-local function decide(k, a, n, rid)
+local function decide(k, a, n, rid, shadow)
   -- 1. read every block and state and peek every limit
   local allowed = true
   for i = 1, n do
@@ -216,6 +235,8 @@ local function decide(k, a, n, rid)
       k = k + 1
       blockKeys[i] = KEYS[k]
       untilMs = tonumber(call('GET', KEYS[k]) or 0)
+    elseif code == 'cc' then
+      untilMs = 0
     else
       untilMs = load(key).blk
     end
@@ -226,6 +247,7 @@ local function decide(k, a, n, rid)
     elseif code == 'fw' then ok, remaining, resetAt, retry, count = fwPeek(load(key), mx, w)
     elseif code == 'tb' then ok, remaining, resetAt, retry, count = tbPeek(load(key), mx, w)
     elseif code == 'sl' then ok, remaining, resetAt, retry, count = slPeek(key, mx, w)
+    elseif code == 'cc' then ok, remaining, resetAt, retry, count = ccPeek(key, mx)
     else return redis.error_reply('tollgate: unknown algorithm ' .. tostring(code)) end
     passed[i] = ok
     verdicts[i] = format('%d %d %.17g %.17g %d', ok, remaining, resetAt, retry, count)
@@ -238,7 +260,9 @@ local function decide(k, a, n, rid)
     local code, mx, w, blockMs = sp[1], sp[2], sp[3], sp[4]
     local key = keys[i]
     local started = 0
-    if allowed then
+    if code == 'cc' then
+      if allowed or shadow then ccTake(key, w, rid .. ':' .. i) end
+    elseif allowed then
       if code == 'sw' then swConsume(key, load(key), mx, w)
       elseif code == 'fw' then fwConsume(key, load(key), mx, w)
       elseif code == 'tb' then tbConsume(key, load(key), mx, w)
@@ -268,10 +292,10 @@ while a <= #ARGV do
   end
   now = t
   local n = tonumber(ARGV[a + 1])
-  local failed, last = decide(k, a + 2, n, bid .. ':' .. d)
+  local failed, last = decide(k, a + 3, n, bid .. ':' .. d, ARGV[a + 2] == 's')
   if failed then return failed end
   k = last
-  a = a + 2 + n
+  a = a + 3 + n
 end
 out[1] = fmt(serverNow or 0)
 return table.concat(out, ' ')
@@ -295,8 +319,54 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return redis.call('ZCARD', KEYS[1])
 `;
 
+/**
+ * Gives back what finished exchanges held: releases concurrency slots. One call per
+ * event-loop turn carries every release of that turn.
+ */
+export const SETTLE_LUA = `-- tollgate settle (batched)
+-- KEYS   per release: the concurrency key (a ZSET of leases)
+-- ARGV   per release: the lease member to remove
+-- Returns the number of leases removed (an expired or unknown one counts 0).
+local removed = 0
+for i = 1, #KEYS do
+  removed = removed + redis.call('ZREM', KEYS[i], ARGV[i])
+end
+return removed
+`;
+
+/**
+ * Renews the leases this replica holds (every third of the lease length), so the slots
+ * of a replica that died free themselves when its leases expire. A lease that already
+ * expired (Redis unreachable for longer than a lease) is not re-added: its slot may have
+ * been handed out again meanwhile.
+ */
+export const RENEW_LUA = `-- tollgate renew leases (batched)
+-- KEYS     per lease: its concurrency key (a ZSET of leases)
+-- ARGV[1]  lease length in ms
+-- ARGV[2]  now in ms ('' = the server clock, TIME)
+-- ARGV[3]  ms added to the key TTL (slack for clock: local)
+-- ARGV[3+i] the lease member of KEYS[i]
+-- Returns the number of leases renewed.
+local lease = tonumber(ARGV[1])
+local now = tonumber(ARGV[2])
+if now == nil then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local ttl = math.ceil(lease + tonumber(ARGV[3]))
+local score = string.format('%.17g', now + lease)
+local renewed = 0
+for i = 1, #KEYS do
+  renewed = renewed + redis.call('ZADD', KEYS[i], 'XX', 'CH', score, ARGV[3 + i])
+  if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
+end
+return renewed
+`;
+
 /** sha1 of each script (what EVALSHA sends); pinned so a stale edit is caught offline. */
 export const SCRIPT_SHA1 = Object.freeze({
-  decide: 'bbb2d4968739129cf47985afbfcbacd7e2770164',
+  decide: '3877a7588c88f379425c8501e3d4c65271235731',
   heartbeat: '56f1982dd4dd0c0603bab9afbcd52b25bd1db1e4',
+  settle: '6ee1ef47b57ca97ef9c1ca1774d193042ab87642',
+  renew: '774219d5e307ccfb77d529a5c899e0b4ae35fdf6',
 });

@@ -6,13 +6,15 @@ import type { Logger } from '../../observability/logger.js';
 import type { Metrics } from '../../observability/metrics.js';
 import type { CompiledLimit } from '../../policy/types.js';
 import { MemoryStore, outcome } from '../memory.js';
-import type { LimitCheck, LimitOutcome, RateLimitStore, StoreDecision } from '../types.js';
+import type { LimitCheck, LimitOutcome, RateLimitStore, StoreDecision, StoreHold } from '../types.js';
 import { StoreUnavailableError } from '../types.js';
 import { BlockCache } from './block-cache.js';
 import { CircuitBreaker, DEFAULT_BREAKER } from './breaker.js';
 import { createRedisClient, describeTarget } from './connection.js';
 import type { RedisClient } from './connection.js';
 import { HEARTBEAT_COMMAND, ReplicaHeartbeat } from './heartbeat.js';
+import { hashTag } from './keys.js';
+import { LeaseKeeper } from './leases.js';
 import { DECIDE_LUA, HEARTBEAT_LUA, SCRIPT_SHA1 } from './scripts.js';
 
 export interface RedisStoreOptions {
@@ -45,6 +47,12 @@ export interface RedisStore extends RateLimitStore {
   readonly roundTrips: number;
   /** Live replicas at the last heartbeat, else `expectedReplicas`. */
   readonly liveReplicas: number;
+  /** Concurrency leases this replica holds. */
+  readonly leasesHeld: number;
+  /** Resolves once every slot release handed to `settle` so far has been applied in Redis. */
+  settled(): Promise<void>;
+  /** Renews every held lease now (the timer does this every third of the lease length). */
+  renewLeases(): void;
   ready(timeoutMs: number): Promise<boolean>;
 }
 
@@ -64,28 +72,33 @@ const MAX_BATCH_CHECKS = 500;
 const LOCAL_CLOCK_TTL_SLACK_MS = 2_000; // 2s
 /** Numbers per check in the script's reply. */
 const REPLY_STRIDE = 7;
+/**
+ * What a Redis decision holds: the lease member of each slot it took (`members[i]`), or,
+ * when the local fallback decided (`onError: local`), that fallback store.
+ */
+interface RedisHold extends StoreHold {
+  readonly members: readonly (string | undefined)[] | null;
+  readonly local: MemoryStore | null;
+}
+
 const EMPTY_DECISION: StoreDecision = Object.freeze({ allowed: true, outcomes: Object.freeze([]) as readonly LimitOutcome[] });
 
 /** A decision waiting for its batch to be sent. */
 interface PendingDecision {
   readonly checks: readonly LimitCheck[];
   readonly now: number;
+  /** A shadow route's decision: takes its slots even when refused. */
+  readonly shadow: boolean;
   /** Let through by an open breaker: its failure re-arms the cool-down. */
   readonly probe: boolean;
   resolve: (decision: StoreDecision) => void;
   reject: (error: unknown) => void;
 }
 
-/**
- * The Redis hash tag of a key (what Cluster hashes), else the whole key. Keys are
- * `prefix + {route}:...`: all keys of one decision share the tag, so decisions with
- * the same tag can share a script call.
- */
-function hashTag(key: string): string {
-  const open = key.indexOf('{');
-  if (open === -1) return key;
-  const close = key.indexOf('}', open + 1);
-  return close > open + 1 ? key.slice(open + 1, close) : key;
+/** sliding-log keeps its block in a second key. */
+function isSlidingLog(check: LimitCheck): boolean {
+  const limit = check.limit;
+  return limit.type !== 'concurrent' && limit.algorithm === 'sliding-log';
 }
 
 /** Creates the Redis store; connects in the background and never throws on an unreachable Redis. */
@@ -103,6 +116,8 @@ class RedisRateLimitStore implements RedisStore {
   readonly #breaker: CircuitBreaker;
   readonly #blocks: BlockCache | undefined;
   readonly #heartbeat: ReplicaHeartbeat;
+  readonly #leases: LeaseKeeper;
+  readonly #leaseMs: number;
   readonly #prefix: string;
   /** Where Redis is, without credentials (for logs). */
   readonly #target: string;
@@ -182,6 +197,16 @@ class RedisRateLimitStore implements RedisStore {
       this.#logger.warn({ store: 'redis', target, err: error.message }, 'redis connection failed: reconnecting in the background');
     });
     this.#heartbeat.start();
+    this.#leaseMs = config.slotLeaseMs;
+    this.#leases = new LeaseKeeper({
+      client: this.#client,
+      logger: this.#logger,
+      leaseMs: config.slotLeaseMs,
+      serverClock: this.#serverClock,
+      clock: options.clock,
+      ttlSlack: this.#ttlSlack,
+      cluster: this.#cluster,
+    });
   }
 
   get degraded(): boolean {
@@ -221,22 +246,37 @@ class RedisRateLimitStore implements RedisStore {
     return this.#heartbeat.live ?? this.#config.expectedReplicas;
   }
 
-  decide(checks: readonly LimitCheck[], now: number): StoreDecision | Promise<StoreDecision> {
+  /** Leases of concurrency slots this replica holds in Redis (tests). */
+  get leasesHeld(): number {
+    return this.#leases.size;
+  }
+
+  /** Resolves once every slot release handed to `settle` so far has been applied in Redis. */
+  settled(): Promise<void> {
+    return this.#leases.flushed();
+  }
+
+  renewLeases(): void {
+    this.#leases.renew();
+  }
+
+  decide(checks: readonly LimitCheck[], now: number, shadow = false): StoreDecision | Promise<StoreDecision> {
     const n = checks.length;
     if (n === 0) return EMPTY_DECISION;
     if (this.#closed) return Promise.reject(new StoreUnavailableError('redis store closed'));
-    if (this.#blocks !== undefined && this.#blocks.size !== 0) {
+    // A shadow decision must reach Redis to take its slots, blocked or not.
+    if (this.#blocks !== undefined && this.#blocks.size !== 0 && !shadow) {
       const cached = this.#blocks.decide(checks, now);
       if (cached !== undefined) return cached;
     }
     const probe = this.#breaker.open;
-    if (!this.#breaker.allow()) return this.#skipped(checks, now);
+    if (!this.#breaker.allow()) return this.#skipped(checks, now, shadow);
     if (this.#client.status !== 'ready') {
       // Offline queue is off: sending now would only fail; fail without the round trip.
-      return this.#settleFailure(checks, now, probe, new Error(`redis not ready (${this.#client.status})`));
+      return this.#settleFailure(checks, now, shadow, probe, new Error(`redis not ready (${this.#client.status})`));
     }
     return new Promise<StoreDecision>((resolve, reject) => {
-      this.#queue.push({ checks, now, probe, resolve, reject });
+      this.#queue.push({ checks, now, shadow, probe, resolve, reject });
       if (this.#flushScheduled) return;
       this.#flushScheduled = true;
       // The deadline counts from the oldest decision's arrival, not from the flush.
@@ -285,9 +325,11 @@ class RedisRateLimitStore implements RedisStore {
   /** One script call for `batch` (`checks` = their checks in all), with one deadline. */
   #send(batch: readonly PendingDecision[], checks: number, queuedAt: number): void {
     let reply: Promise<unknown>;
+    let batchId = '';
     try {
       const keyCount = this.#keyCount(batch, checks);
-      reply = this.#evalDecide(this.#args(batch, checks, keyCount), keyCount);
+      batchId = this.#requestIdPrefix + (this.#requestSeq++).toString(36);
+      reply = this.#evalDecide(this.#args(batch, checks, keyCount, batchId), keyCount);
     } catch (error) {
       this.#failBatch(batch, error);
       return;
@@ -314,7 +356,7 @@ class RedisRateLimitStore implements RedisStore {
         clearTimeout(timer);
         let decisions: StoreDecision[];
         try {
-          decisions = this.#fromReply(batch, checks, value);
+          decisions = this.#fromReply(batch, checks, value, batchId);
         } catch (error) {
           this.#failBatch(batch, error);
           return;
@@ -340,7 +382,7 @@ class RedisRateLimitStore implements RedisStore {
     const reason = this.#lastError;
     for (const pending of batch) {
       try {
-        pending.resolve(this.#unavailable(pending.checks, pending.now, reason));
+        pending.resolve(this.#unavailable(pending.checks, pending.now, pending.shadow, reason));
       } catch (failure) {
         pending.reject(failure);
       }
@@ -350,6 +392,7 @@ class RedisRateLimitStore implements RedisStore {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await this.#leases.close();
     await this.#heartbeat.stop();
     // A hung Redis may never answer QUIT: wait at most 1 s; disconnect stops the reconnect
     // loop either way (and settles a pending QUIT, hence the catch).
@@ -381,31 +424,32 @@ class RedisRateLimitStore implements RedisStore {
     let keyCount = checkCount;
     for (let d = 0; d < batch.length; d++) {
       const checks = batch[d].checks;
-      for (let i = 0; i < checks.length; i++) if (checks[i].limit.algorithm === 'sliding-log') keyCount++;
+      for (let i = 0; i < checks.length; i++) if (isSlidingLog(checks[i])) keyCount++;
     }
     return keyCount;
   }
 
   /** KEYS then ARGV of the decide script for a batch (layout documented in scripts.ts). */
-  #args(batch: readonly PendingDecision[], checkCount: number, keyCount: number): (string | number)[] {
+  #args(batch: readonly PendingDecision[], checkCount: number, keyCount: number, batchId: string): (string | number)[] {
     const prefix = this.#prefix;
-    const args: (string | number)[] = new Array(keyCount + checkCount + 2 * batch.length + 2);
+    const args: (string | number)[] = new Array(keyCount + checkCount + 3 * batch.length + 2);
     let a = 0;
     for (let d = 0; d < batch.length; d++) {
       const checks = batch[d].checks;
       for (let i = 0; i < checks.length; i++) {
         const key = prefix + checks[i].key;
         args[a++] = key;
-        if (checks[i].limit.algorithm === 'sliding-log') args[a++] = key + ':b';
+        if (isSlidingLog(checks[i])) args[a++] = key + ':b';
       }
     }
     args[a++] = this.#ttlSlack;
-    args[a++] = this.#requestIdPrefix + (this.#requestSeq++).toString(36);
+    args[a++] = batchId;
     const serverClock = this.#serverClock;
     for (let d = 0; d < batch.length; d++) {
-      const { checks, now } = batch[d];
+      const { checks, now, shadow } = batch[d];
       args[a++] = serverClock ? '' : now;
       args[a++] = checks.length;
+      args[a++] = shadow ? 's' : '';
       for (let i = 0; i < checks.length; i++) args[a++] = this.#spec(checks[i]);
     }
     return args;
@@ -420,13 +464,16 @@ class RedisRateLimitStore implements RedisStore {
     const limit = check.limit;
     const cached = this.#specs.get(limit);
     if (cached !== undefined && cached.max === check.max) return cached.spec;
-    const spec = `${ALGORITHMS[limit.algorithm].code} ${check.max} ${limit.windowMs} ${limit.blockMs}`;
+    const spec =
+      limit.type === 'concurrent'
+        ? `cc ${check.max} ${this.#leaseMs} 0`
+        : `${ALGORITHMS[limit.algorithm].code} ${check.max} ${limit.windowMs} ${limit.blockMs}`;
     this.#specs.set(limit, { max: check.max, spec });
     return spec;
   }
 
   /** Splits the script's reply for a batch (`checkCount` checks in all) into its decisions. */
-  #fromReply(batch: readonly PendingDecision[], checkCount: number, value: unknown): StoreDecision[] {
+  #fromReply(batch: readonly PendingDecision[], checkCount: number, value: unknown, batchId: string): StoreDecision[] {
     const reply = typeof value === 'string' ? value.split(' ') : undefined;
     if (reply === undefined || reply.length !== 1 + REPLY_STRIDE * checkCount) {
       throw new Error('unexpected reply from the decide script');
@@ -434,8 +481,8 @@ class RedisRateLimitStore implements RedisStore {
     const serverNow = +reply[0];
     const decisions: StoreDecision[] = new Array(batch.length);
     for (let i = 0, start = 1; i < batch.length; i++) {
-      const { checks, now } = batch[i];
-      decisions[i] = this.#decision(checks, now, reply, start, serverNow);
+      const { checks, now, shadow } = batch[i];
+      decisions[i] = this.#decision(checks, now, shadow, reply, start, serverNow, `${batchId}:${i + 1}:`);
       start += REPLY_STRIDE * checks.length;
     }
     return decisions;
@@ -446,12 +493,21 @@ class RedisRateLimitStore implements RedisStore {
    * absolute times come in Redis time and are moved to the local clock by their
    * distance from Redis's `now`.
    */
-  #decision(checks: readonly LimitCheck[], now: number, reply: readonly string[], start: number, serverNow: number): StoreDecision {
+  #decision(
+    checks: readonly LimitCheck[],
+    now: number,
+    shadow: boolean,
+    reply: readonly string[],
+    start: number,
+    serverNow: number,
+    memberPrefix: string,
+  ): StoreDecision {
     const n = checks.length;
     const offset = this.#serverClock ? now - serverNow : 0;
     const verdict = this.#verdict;
     const outcomes: LimitOutcome[] = new Array(n);
     let allowed = true;
+    let slotChecks = 0;
     for (let i = 0, b = start; i < n; i++, b += REPLY_STRIDE) {
       verdict.allowed = reply[b] === '1';
       verdict.remaining = +reply[b + 1];
@@ -463,24 +519,51 @@ class RedisRateLimitStore implements RedisStore {
       const result = outcome(checks[i].max, verdict, blockedUntil, reply[b + 6] === '1', now);
       if (blockedUntil !== 0) this.#blocks?.add(checks[i].key, result, now);
       if (!result.allowed) allowed = false;
+      if (checks[i].limit.type === 'concurrent') slotChecks++;
       outcomes[i] = result;
     }
-    return { allowed, outcomes };
+    if (slotChecks === 0 || !(allowed || shadow)) return { allowed, outcomes };
+    // The script took a lease for every concurrency check (member "<batch>:<decision>:<check>").
+    const slots: boolean[] = new Array<boolean>(n).fill(false);
+    const members: (string | undefined)[] = new Array<string | undefined>(n);
+    for (let i = 0; i < n; i++) {
+      if (checks[i].limit.type !== 'concurrent') continue;
+      const member = memberPrefix + (i + 1);
+      slots[i] = true;
+      members[i] = member;
+      this.#leases.add(this.#prefix + checks[i].key, member);
+    }
+    const hold: RedisHold = { checks, slots, members, local: null };
+    return { allowed, outcomes, hold };
+  }
+
+  settle(hold: StoreHold): void {
+    const { local, members } = hold as RedisHold;
+    if (local !== null) {
+      // Taken by the fallback of an outage; a later outage starts a new fallback (fresh counts).
+      if (local === this.#fallback) local.settle(hold);
+      return;
+    }
+    if (members === null) return;
+    for (let i = 0; i < members.length; i++) {
+      const member = members[i];
+      if (member !== undefined) this.#leases.release(member);
+    }
   }
 
   /** A failure detected before sending: answered synchronously (`local`) or as a rejection. */
-  #settleFailure(checks: readonly LimitCheck[], now: number, probe: boolean, error: unknown): StoreDecision | Promise<StoreDecision> {
+  #settleFailure(checks: readonly LimitCheck[], now: number, shadow: boolean, probe: boolean, error: unknown): StoreDecision | Promise<StoreDecision> {
     this.#recordFailure(probe, error);
     try {
-      return this.#unavailable(checks, now, this.#lastError);
+      return this.#unavailable(checks, now, shadow, this.#lastError);
     } catch (unavailable) {
       return Promise.reject(unavailable);
     }
   }
 
   /** The breaker is open: answer without Redis, as cheaply as possible (one shared error). */
-  #skipped(checks: readonly LimitCheck[], now: number): StoreDecision | Promise<StoreDecision> {
-    if (this.#config.onError === 'local') return this.#unavailable(checks, now, '');
+  #skipped(checks: readonly LimitCheck[], now: number, shadow: boolean): StoreDecision | Promise<StoreDecision> {
+    if (this.#config.onError === 'local') return this.#unavailable(checks, now, shadow, '');
     this.#openError ??= new StoreUnavailableError(`redis store unavailable: circuit open after: ${this.#lastError}`);
     return Promise.reject(this.#openError);
   }
@@ -495,7 +578,7 @@ class RedisRateLimitStore implements RedisStore {
    * The answer without Redis: `local` decides from an in-memory store with each limit
    * divided by the live replicas; `allow`/`deny` throw for the limiter to apply.
    */
-  #unavailable(checks: readonly LimitCheck[], now: number, reason: string): StoreDecision {
+  #unavailable(checks: readonly LimitCheck[], now: number, shadow: boolean, reason: string): StoreDecision {
     if (this.#config.onError !== 'local') {
       throw new StoreUnavailableError(`redis store unavailable: ${reason}`);
     }
@@ -512,8 +595,11 @@ class RedisRateLimitStore implements RedisStore {
       clock: this.#options.clock,
       onEvict: this.#metrics ? () => this.#metrics?.storeEvictions.inc() : undefined,
     });
-    const decision = this.#fallback.decide(local, now);
-    return { allowed: decision.allowed, outcomes: decision.outcomes, degraded: true };
+    const fallback = this.#fallback;
+    const decision = fallback.decide(local, now, shadow);
+    if (decision.hold === undefined) return { allowed: decision.allowed, outcomes: decision.outcomes, degraded: true };
+    const hold: RedisHold = { checks: decision.hold.checks, slots: decision.hold.slots, members: null, local: fallback };
+    return { allowed: decision.allowed, outcomes: decision.outcomes, degraded: true, hold };
   }
 
   #onBreakerChange(open: boolean): void {
