@@ -110,8 +110,8 @@ function passHeaders(ev: Evaluation): Record<string, string> | null {
 function decorationFor(req: IncomingMessage, ev: Evaluation, origin?: null): Decoration | undefined {
   const guards = ev.route?.guards;
   if (guards == null || !guards.decoratesResponse) return undefined;
-  // A methods refusal comes before the origin check: the origin is not known to be allowed yet.
-  const checked = ev.refusal === null || ev.refusal.guard !== 'methods';
+  // Refused by methods (before the origin check) or by origins: the origin is not known to be allowed.
+  const checked = ev.refusal === null || (ev.refusal.guard !== 'methods' && ev.refusal.guard !== 'origins');
   return {
     guards,
     origin: origin === null ? undefined : corsOrigin(guards, req.headers, checked),
