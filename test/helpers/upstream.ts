@@ -15,9 +15,17 @@ export interface EchoUpstream {
   port: number;
   /** Every request that reached the upstream, in order. */
   seen: SeenRequest[];
-  /** Per-path overrides: delay (ms) before answering, or a fixed status. */
-  behaviour: Map<string, { delayMs?: number; status?: number; hang?: boolean }>;
+  /** Per-path overrides: delay (ms) before answering, a fixed status, extra response headers. */
+  behaviour: Map<string, Behaviour>;
   close(): Promise<void>;
+}
+
+export interface Behaviour {
+  delayMs?: number;
+  status?: number;
+  hang?: boolean;
+  /** Added to (or replacing) the echo's response headers. */
+  headers?: Record<string, string>;
 }
 
 /**
@@ -26,7 +34,7 @@ export interface EchoUpstream {
  */
 export async function startEchoUpstream(): Promise<EchoUpstream> {
   const seen: SeenRequest[] = [];
-  const behaviour = new Map<string, { delayMs?: number; status?: number; hang?: boolean }>();
+  const behaviour = new Map<string, Behaviour>();
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -38,7 +46,7 @@ export async function startEchoUpstream(): Promise<EchoUpstream> {
       if (b?.hang) return;
       const answer = (): void => {
         const body = JSON.stringify({ method: entry.method, url: entry.url, headers: entry.headers, body: entry.body });
-        res.writeHead(b?.status ?? 200, { 'content-type': 'application/json', 'x-upstream': 'echo', 'set-cookie': ['a=1', 'b=2'] });
+        res.writeHead(b?.status ?? 200, { 'content-type': 'application/json', 'x-upstream': 'echo', 'set-cookie': ['a=1', 'b=2'], ...b?.headers });
         res.end(body);
       };
       if (b?.delayMs) setTimeout(answer, b.delayMs);
