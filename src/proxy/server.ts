@@ -133,7 +133,12 @@ function answerPreflight(req: IncomingMessage, res: ServerResponse, ev: Evaluati
   res.end();
 }
 
-type TrackedContext = ForwardContext & { routeId: string; startedAt: number; client: ClientAddress; bodyTooLarge: boolean; decoration: Decoration | undefined };
+type TrackedContext = ForwardContext & { routeId: string; startedAt: number; client: ClientAddress; bodyTooLarge: boolean };
+
+/** The decoration of an own response (502, 504, 413) on a forwarded request, from its context; built only then. */
+function forwardedDecoration(ctx: ForwardContext): Decoration | undefined {
+  return ctx.guards === null ? undefined : { guards: ctx.guards, origin: ctx.corsOrigin, https: ctx.https };
+}
 
 export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): ProxyServer {
   const { metrics, logger } = deps;
@@ -145,7 +150,7 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
       // A streamed (chunked) body passed maxBodySize: the upstream request was aborted.
       recordGuardRefusal(deps, fwd.routeId, PAYLOAD_TOO_LARGE, fwd.client, ctx.requestId);
       if (status === 0) ctx.settlement?.head(PAYLOAD_TOO_LARGE.status);
-      if (!ctx.res.headersSent && !ctx.res.destroyed) send(ctx.res, guardRefusedResponse(PAYLOAD_TOO_LARGE, ctx.requestId, fwd.routeId), ctx.requestId, fwd.decoration);
+      if (!ctx.res.headersSent && !ctx.res.destroyed) send(ctx.res, guardRefusedResponse(PAYLOAD_TOO_LARGE, ctx.requestId, fwd.routeId), ctx.requestId, forwardedDecoration(ctx));
       return;
     }
     if (failure === 'client_closed') return;
@@ -157,7 +162,7 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
       metrics.hot.upstream(fwd.routeId, 'error', (performance.now() - fwd.startedAt) / 1000);
       if (!ctx.res.headersSent && !ctx.res.destroyed) {
         if (deps.draining()) ctx.res.shouldKeepAlive = false;
-        send(ctx.res, errorResponse(code, ctx.requestId), ctx.requestId, fwd.decoration);
+        send(ctx.res, errorResponse(code, ctx.requestId), ctx.requestId, forwardedDecoration(ctx));
       }
       return;
     }
@@ -174,7 +179,6 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
     endOnClose(res, settlement);
     const guards = ev.route?.guards ?? null;
     const decorates = guards !== null && guards.decoratesResponse;
-    const decoration = decorates ? decorationFor(req, ev) : undefined;
     const ctx: TrackedContext = {
       res,
       responseHeaders,
@@ -185,13 +189,13 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
       headersAt: 0,
       status: 0,
       guards: decorates ? guards : null,
-      corsOrigin: decoration?.origin,
-      https: decoration?.https ?? false,
+      // The request passed the guards: its Origin, if any, is allowed.
+      corsOrigin: decorates ? corsOrigin(guards, req.headers, true) : undefined,
+      https: decorates ? wantsHsts(guards, req.headers, ev.client.peerTrusted) : false,
       routeId: ev.route?.id ?? UNMATCHED_ROUTE,
       startedAt: performance.now(),
       client: ev.client,
       bodyTooLarge: false,
-      decoration,
     };
     let body: Buffer | Readable | undefined = ev.body ?? undefined;
     // A chunked body on a route with maxBodySize is counted on its way (Content-Length was checked already).
