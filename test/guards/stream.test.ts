@@ -50,7 +50,7 @@ function sendChunked(port: number, chunks: number, size: number, gapMs = 5, opti
   });
 }
 
-describe('readBody over a real socket', () => {
+describe('readBody over a real socket', { timeout: 30_000 }, () => {
   const results: BodyRead[] = [];
   let server: http.Server;
   let port: number;
@@ -97,7 +97,7 @@ describe('readBody over a real socket', () => {
   });
 });
 
-describe('limitBody between a client and an upstream (undici)', () => {
+describe('limitBody between a client and an upstream (undici)', { timeout: 30_000 }, () => {
   interface Seen {
     bytes: number;
     ended: boolean;

@@ -92,7 +92,7 @@ async function tokenRequest(user: string, from: string, overrides: { headers?: R
   return { method: 'POST', headers, body, from };
 }
 
-describe('guards through the proxy', () => {
+describe('guards through the proxy', { timeout: 60_000 }, () => {
   let upstream: EchoUpstream;
   let tg: TestTollgate;
 

@@ -35,7 +35,7 @@ routes:
       - { by: ip, limit: 100, window: 1m }
 `;
 
-describe('path hygiene through the proxy', () => {
+describe('path hygiene through the proxy', { timeout: 60_000 }, () => {
   let upstream: EchoUpstream;
   let tg: TestTollgate;
   let strict: TestTollgate;
@@ -111,7 +111,7 @@ describe('path hygiene through the proxy', () => {
   });
 });
 
-describe('header hygiene through the proxy', () => {
+describe('header hygiene through the proxy', { timeout: 60_000 }, () => {
   let upstream: EchoUpstream;
   let tg: TestTollgate;
 
