@@ -330,8 +330,9 @@ export class Tollgate {
   }
 
   /**
-   * Graceful stop: not ready at once, stop accepting, let in-flight requests and
-   * WebSocket tunnels finish until `drainTimeoutMs`, then cut what is left.
+   * Graceful stop: not ready at once, stop accepting, let in-flight requests finish
+   * and close WebSocket tunnels properly (1001 at the next frame boundary, so clients
+   * reconnect elsewhere) until `drainTimeoutMs`, then cut what is left.
    */
   async shutdown(drainTimeoutMs = this.#settings.drainTimeoutMs): Promise<void> {
     if (this.#draining) return;
@@ -341,9 +342,7 @@ export class Tollgate {
     const server = this.#proxy.server;
     const closed = closeServer(server);
     const deadline = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), drainTimeoutMs).unref());
-    const tunnelsClosed = (async () => {
-      while (this.#proxy.tunnels.size > 0) await new Promise((r) => setTimeout(r, 50));
-    })();
+    const tunnelsClosed = this.#proxy.tunnels.drain();
     // Responses that went out before the drain said keep-alive: close their connections
     // once idle instead of waiting for the keep-alive timeout.
     const idleSweep = setInterval(() => server.closeIdleConnections(), 100);
@@ -352,7 +351,7 @@ export class Tollgate {
     if (outcome === 'timeout') {
       this.logger.warn({ event: 'drain_timeout', tunnels: this.#proxy.tunnels.size }, 'drain timeout: closing remaining connections');
       server.closeAllConnections();
-      for (const socket of this.#proxy.tunnels) socket.destroy();
+      this.#proxy.tunnels.destroyAll();
       await closed;
     }
     await this.#closeRest();
@@ -364,13 +363,14 @@ export class Tollgate {
     this.#draining = true;
     this.#watcher?.close();
     this.#proxy.server.closeAllConnections();
-    for (const socket of this.#proxy.tunnels) socket.destroy();
+    this.#proxy.tunnels.destroyAll();
     await closeServer(this.#proxy.server);
     await this.#closeRest();
   }
 
   async #closeRest(): Promise<void> {
     this.#violations.close();
+    this.#proxy.tunnels.close();
     this.#active.policy.identity?.close?.();
     const retired = [...this.#retired].map(([forwarders, timer]) => {
       clearTimeout(timer);

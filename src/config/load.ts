@@ -229,8 +229,26 @@ function sortByPosition(issues: ConfigIssue[]): ConfigIssue[] {
  * message line per key, see `strictObject` in schema.ts); each key gets its own
  * issue so it can point at that key.
  */
-function toPathIssues(issue: { code: string; path: PropertyKey[]; message: string; keys?: string[] }): LocatableIssue[] {
+interface ZodIssueLike {
+  code: string;
+  path: PropertyKey[];
+  message: string;
+  keys?: string[];
+  /** invalid_union: the issues of each option. */
+  errors?: ZodIssueLike[][];
+}
+
+/** The option of a failed union that matched the value's kind (its issues go deeper than a wrong type at its root). */
+function unionBranch(issue: ZodIssueLike): ZodIssueLike[] | undefined {
+  const further = (issue.errors ?? []).filter((branch) => branch.some((inner) => inner.code !== 'invalid_type' || inner.path.length > 0));
+  return further.length === 1 ? further[0] : undefined;
+}
+
+function toPathIssues(issue: ZodIssueLike): LocatableIssue[] {
   const path = issue.path.filter((segment) => typeof segment !== 'symbol') as (string | number)[];
+  // `block: [1m, 5x]`: report what the list form says about its item, not "must be a duration or a list".
+  const branch = issue.code === 'invalid_union' ? unionBranch(issue) : undefined;
+  if (branch !== undefined) return branch.flatMap((inner) => toPathIssues({ ...inner, path: [...path, ...inner.path] }));
   if (issue.code === 'unrecognized_keys' && issue.keys !== undefined) {
     const lines = issue.message.split('\n');
     return issue.keys.map((key, index) => ({ path: [...path, key], message: lines[index] ?? `unknown key "${key}"`, unknownKey: true }));

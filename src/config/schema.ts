@@ -32,6 +32,7 @@ import type {
   RouteConfig,
   RouteMatchConfig,
   SecurityHeadersConfig,
+  SessionConfig,
 } from './types.js';
 
 /** A problem located by its path in the policy data (`['routes', 0, 'limits']`). */
@@ -193,6 +194,12 @@ function integer(min: number, max: number, rule: string) {
 }
 const positiveInteger = integer(1, Number.MAX_SAFE_INTEGER, 'a positive integer');
 
+/** `1w`, `2mo`: calendar periods, only for a limit's window. */
+const CALENDAR_WINDOW = /^(\d+)(w|mo)$/;
+const DAY_MS = 24 * 60 * 60 * 1000;
+/** Nominal length of a calendar unit: a week, and the longest month (TTLs, identity). */
+const CALENDAR_UNIT_MS = { w: 7 * DAY_MS, mo: 31 * DAY_MS } as const;
+
 export const duration = z
   .string({
     error: (issue) =>
@@ -205,7 +212,10 @@ export const duration = z
   .transform((value, ctx) => {
     const ms = parseDuration(value);
     if (ms === undefined) {
-      ctx.addIssue({ code: 'custom', input: value, message: `invalid duration ${show(value)} (use ${DURATION_EXAMPLES})` });
+      const message = CALENDAR_WINDOW.test(value)
+        ? `${show(value)} is a calendar period: weeks and months exist only for a limit's window (with fixed-window); use ${DURATION_EXAMPLES}`
+        : `invalid duration ${show(value)} (use ${DURATION_EXAMPLES})`;
+      ctx.addIssue({ code: 'custom', input: value, message });
       return z.NEVER;
     }
     if (ms <= 0) {
@@ -213,6 +223,26 @@ export const duration = z
       return z.NEVER;
     }
     return ms;
+  });
+
+/** A limit's window: a duration, or a calendar period (`1w` from Monday 00:00, `1mo` from the 1st). */
+const limitWindow = z
+  .string({ error: mustBe(`a duration (${DURATION_EXAMPLES}) or a calendar period (1w, 1mo)`) })
+  .transform((value, ctx): { ms: number; calendar?: { unit: 'w' | 'mo'; count: number } } => {
+    const calendar = CALENDAR_WINDOW.exec(value);
+    if (calendar === null) {
+      const parsed = duration.safeParse(value);
+      if (parsed.success) return { ms: parsed.data };
+      for (const issue of parsed.error.issues) ctx.addIssue({ code: 'custom', input: value, message: issue.message });
+      return z.NEVER;
+    }
+    const count = Number(calendar[1]);
+    const unit = calendar[2] as 'w' | 'mo';
+    if (!Number.isSafeInteger(count) || count <= 0 || count > 1200) {
+      ctx.addIssue({ code: 'custom', input: value, message: `a calendar window needs a count from 1 to 1200, got ${show(value)}` });
+      return z.NEVER;
+    }
+    return { ms: count * CALENDAR_UNIT_MS[unit], calendar: { unit, count } };
   });
 
 /** A byte size (`512b`, `64kb`, `1mb`; 1024-based), parsed to bytes; never 0. */
@@ -491,32 +521,121 @@ const limitBy = z.string({ error: mustBe('ip, user, global or header:NAME') }).t
   return z.NEVER;
 });
 
+/** `5xx` and friends: a status class. */
+const STATUS_CLASS = /^[1-5]xx$/;
+
+/** `count.status`: codes 100-599 or classes, expanded to codes (sorted, unique). */
+const statusList = z
+  .array(
+    z.union([integer(100, 599, 'a status code from 100 to 599 or a class "1xx"-"5xx"'), z.string().regex(STATUS_CLASS)], {
+      error: mustBe('a status code from 100 to 599 or a class "1xx"-"5xx"'),
+    }),
+  )
+  .min(1, { error: 'list at least one status (e.g. [401, 403] or ["5xx"])' })
+  .transform((items) => {
+    const codes = new Set<number>();
+    for (const item of items) {
+      if (typeof item === 'number') codes.add(item);
+      else for (let code = Number(item[0]) * 100; code < Number(item[0]) * 100 + 100; code++) codes.add(code);
+    }
+    return [...codes].sort((a, b) => a - b);
+  });
+
+const costHeaderSchema = strictObject({
+  header: headerName,
+  default: integer(0, Number.MAX_SAFE_INTEGER, 'a whole number >= 0').default(1),
+  max: positiveInteger.default(Number.MAX_SAFE_INTEGER),
+});
+
+/** `cost: 10` (a weight per request) or `cost: { header, default, max }` (the upstream reports it). */
+const costSchema = z.union([positiveInteger, costHeaderSchema], {
+  error: mustBe('a whole number >= 1 or a map { header, default, max }'),
+});
+
+/** One block duration, or a list for escalating blocks. */
+const blockSchema = z.union([duration, z.array(duration).min(1, { error: 'list at least one duration' })], {
+  error: mustBe(`a duration (${DURATION_EXAMPLES}) or a list of durations`),
+});
+
+/** An IANA time zone name (`Europe/Berlin`, `UTC`), as the runtime's time zone database knows it. */
+const timezone = z.string({ error: mustBe('an IANA time zone name (e.g. Europe/Berlin)') }).refine(isTimeZone, {
+  error: (issue) => `unknown time zone ${show(issue.input)} (use an IANA name such as Europe/Berlin, America/New_York or UTC)`,
+});
+
+export function isTimeZone(name: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: name });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 const limitSchema = strictObject({
   by: limitBy,
   limit: positiveInteger.optional(),
-  window: duration.optional(),
+  window: limitWindow.optional(),
   concurrent: positiveInteger.optional(),
-  block: duration.optional(),
+  block: blockSchema.optional(),
+  forgetAfter: duration.optional(),
   tiers: z.record(z.string(), positiveInteger, { error: mustBe('a map of tier name to limit') }).optional(),
   for: z.enum(LIMIT_FOR).default('any'),
   algorithm: algorithm.optional(),
+  count: strictObject({ status: statusList }).optional(),
+  cost: costSchema.optional(),
+  timezone: timezone.optional(),
 }).transform((limit): LimitConfig => {
-  // Which keys go together (limit + window, or concurrent alone) is checked by
-  // checkLimitKinds on the raw data; a load with such an issue fails, so the casts
-  // below never reach a compiled policy.
+  // Which keys go together (limit + window, or concurrent alone; calendar windows and
+  // time zones only with fixed-window; ...) is checked by checkLimitKind on the raw data;
+  // a load with such an issue fails, so the casts below never reach a compiled policy.
   if (limit.concurrent !== undefined) {
     return compact({ by: limit.by, concurrent: limit.concurrent, tiers: limit.tiers, for: limit.for });
   }
+  const window: { ms: number; calendar?: { unit: 'w' | 'mo'; count: number } } = limit.window ?? { ms: 0 };
+  const blocks = limit.block === undefined ? undefined : Array.isArray(limit.block) ? limit.block : [limit.block];
+  const period = window.calendar ?? (limit.timezone !== undefined ? { unit: 'd' as const, count: Math.max(1, Math.round(window.ms / DAY_MS)) } : undefined);
   return compact({
     by: limit.by,
     limit: limit.limit as number,
-    windowMs: limit.window as number,
-    blockMs: limit.block,
+    windowMs: window.ms,
+    period: period === undefined ? undefined : compact({ ...period, timezone: limit.timezone }),
+    blockMs: blocks?.[0],
+    blocks: blocks !== undefined && blocks.length > 1 ? blocks : undefined,
+    forgetAfterMs: limit.forgetAfter,
     tiers: limit.tiers,
     for: limit.for,
     algorithm: limit.algorithm,
+    count: limit.count,
+    cost: limit.cost,
   });
 });
+
+/**
+ * The largest `maxMessageSize`: the frame parser (ws's Receiver) holds its limit in a
+ * 32-bit signed integer, so 2048mb and above would silently mean "no limit".
+ */
+const MAX_MESSAGE_BYTES = 2047 * 1024 * 1024;
+const SESSION_LIMITS = ['maxDuration', 'idleTimeout', 'maxMessageSize', 'messages'] as const;
+
+const sessionSchema = strictObject({
+  maxDuration: duration.optional(),
+  idleTimeout: duration.optional(),
+  maxMessageSize: size
+    .refine((bytes) => bytes <= MAX_MESSAGE_BYTES, { error: 'must be at most 2047mb (the largest limit the frame parser can enforce)' })
+    .optional(),
+  messages: strictObject({
+    limit: positiveInteger,
+    window: duration,
+  }).optional(),
+}).transform(
+  (session): SessionConfig =>
+    compact({
+      maxDurationMs: session.maxDuration,
+      idleTimeoutMs: session.idleTimeout,
+      maxMessageBytes: session.maxMessageSize,
+      messages: session.messages === undefined ? undefined : { limit: session.messages.limit, windowMs: session.messages.window },
+    }),
+);
 
 const routeSchema = strictObject({
   id: z.string({ error: mustBe('a route id') }).refine((value) => ROUTE_ID.test(value), {
@@ -531,6 +650,7 @@ const routeSchema = strictObject({
   guards: routeGuardsSchema.optional(),
   // Required unless the route has guards (findContradictions says so at the route).
   limits: z.array(limitSchema).default([]),
+  session: sessionSchema.optional(),
 }).transform((route): RouteConfig => {
   const match: RouteMatchConfig = compact({
     ...route.match,
@@ -546,6 +666,7 @@ const routeSchema = strictObject({
     upstreamTimeoutMs: route.upstreamTimeout,
     guards: route.guards,
     limits: route.limits,
+    session: route.session,
   });
 });
 
@@ -721,6 +842,20 @@ function checkRoutes(routes: unknown[], root: RawMap, issues: PathIssue[]): void
       issues.push({ path: ['routes', routeIndex, 'limits'], message: 'is required' });
     }
 
+    const session = asMap(route.session);
+    if (session !== undefined) {
+      // Session limits follow WebSocket frames: a plain request has none to follow.
+      if (match !== undefined && match.websocket !== true) {
+        issues.push({
+          path: ['routes', routeIndex, 'session'],
+          message: 'session limits apply to WebSocket sessions only: set match.websocket: true (this route also matches plain requests)',
+        });
+      }
+      if (presentKeys(session, SESSION_LIMITS).length === 0) {
+        issues.push({ path: ['routes', routeIndex, 'session'], message: `give at least one of ${SESSION_LIMITS.join(', ')} (or remove session)` });
+      }
+    }
+
     const routeAlgorithm = route.algorithm ?? asMap(root.defaults)?.algorithm ?? 'sliding-window';
     const firstOfIdentity = new Map<string, number>();
     asList(route.limits).forEach((limitValue, limitIndex) => {
@@ -728,13 +863,13 @@ function checkRoutes(routes: unknown[], root: RawMap, issues: PathIssue[]): void
       if (limit === undefined) return;
       const path = ['routes', routeIndex, 'limits', limitIndex];
       const concurrent = limit.concurrent !== undefined;
-      checkLimitKind(limit, path, issues);
+      checkLimitKind(limit, path, limit.algorithm ?? routeAlgorithm, issues);
       // Counters are keyed by route + by + window + algorithm (+ for, to tell such twins
       // apart); slots by route + by (+ for).
       const by = String(limit.by).toLowerCase();
       const identity = concurrent
         ? `${by}|concurrent|${String(limit.for ?? 'any')}`
-        : `${by}|${typeof limit.window === 'string' ? parseDuration(limit.window) ?? limit.window : String(limit.window)}|${String(limit.algorithm ?? routeAlgorithm)}|${String(limit.for ?? 'any')}`;
+        : `${by}|${typeof limit.window === 'string' ? parseDuration(limit.window) ?? limit.window : String(limit.window)}@${String(limit.timezone ?? '')}|${String(limit.algorithm ?? routeAlgorithm)}|${String(limit.for ?? 'any')}`;
       const twin = firstOfIdentity.get(identity);
       if (twin === undefined) firstOfIdentity.set(identity, limitIndex);
       else {
@@ -803,18 +938,21 @@ function checkGuards(root: RawMap, issues: PathIssue[]): void {
 }
 
 /** Keys that only a rate limit (limit per window) has. */
-const RATE_ONLY_KEYS = ['limit', 'window', 'block', 'algorithm'] as const;
+const RATE_ONLY_KEYS = ['limit', 'window', 'block', 'forgetAfter', 'algorithm', 'count', 'cost', 'timezone'] as const;
+/** Algorithms that can weigh requests and give units back. */
+const WEIGHING_ALGORITHMS = 'fixed-window, sliding-window or token-bucket';
 
 /**
  * A limit is a rate (`limit` + `window`) or a concurrency limit (`concurrent` alone):
- * the keys of one kind make no sense on the other.
+ * the keys of one kind make no sense on the other; and a rate's keys depend on its
+ * algorithm (`algorithm`: the limit's own, else its route's, else the default).
  */
-function checkLimitKind(limit: RawMap, path: (string | number)[], issues: PathIssue[]): void {
+function checkLimitKind(limit: RawMap, path: (string | number)[], algorithm: unknown, issues: PathIssue[]): void {
   if (limit.concurrent !== undefined) {
     for (const key of presentKeys(limit, RATE_ONLY_KEYS)) {
       issues.push({
         path: [...path, key],
-        message: `does not apply to a concurrency limit (concurrent: N counts requests in flight; it takes the place of limit and window and has no ${key === 'block' ? 'block' : key === 'algorithm' ? 'algorithm' : 'window'})`,
+        message: `does not apply to a concurrency limit (concurrent: N counts requests in flight; it takes the place of limit and window and has no ${key === 'limit' ? 'window' : key})`,
       });
     }
     return;
@@ -823,6 +961,61 @@ function checkLimitKind(limit: RawMap, path: (string | number)[], issues: PathIs
   // says so, since a concurrency limit has neither).
   if (limit.limit === undefined) issues.push({ path: [...path, 'limit'], message: 'is required (or give concurrent: N for a limit on requests in flight)' });
   if (limit.window === undefined) issues.push({ path: [...path, 'window'], message: 'is required' });
+
+  const calendar = typeof limit.window === 'string' && CALENDAR_WINDOW.test(limit.window);
+  if (calendar && algorithm !== 'fixed-window') {
+    issues.push({
+      path: [...path, 'window'],
+      message: `${show(limit.window)} is a calendar period, which only fixed-window counts (set algorithm: fixed-window on this limit, or use a duration such as 7d)`,
+    });
+  }
+  if (limit.timezone !== undefined) {
+    const windowMs = typeof limit.window === 'string' ? parseDuration(limit.window) : undefined;
+    if (algorithm !== 'fixed-window') {
+      issues.push({ path: [...path, 'timezone'], message: 'applies to fixed-window limits only (their windows start at local midnight); set algorithm: fixed-window' });
+    } else if (!calendar && windowMs !== undefined && windowMs % DAY_MS !== 0) {
+      issues.push({ path: [...path, 'timezone'], message: `needs a window of whole days, weeks or months (1d, 1w, 1mo), got ${show(limit.window)}` });
+    }
+  }
+
+  const blockList = Array.isArray(limit.block) ? limit.block : undefined;
+  if (limit.forgetAfter !== undefined && (blockList === undefined || blockList.length < 2)) {
+    issues.push({
+      path: [...path, 'forgetAfter'],
+      message: 'only applies to escalating blocks (block: [1m, 10m, 1h]); a single block duration has no strikes to forget',
+    });
+  }
+
+  if (algorithm === 'sliding-log') {
+    for (const key of presentKeys(limit, ['count', 'cost'] as const)) {
+      issues.push({
+        path: [...path, key],
+        message: `sliding-log keeps one entry per request and cannot weigh requests or give them back; use ${WEIGHING_ALGORITHMS} with ${key}`,
+      });
+    }
+  }
+  const cost = limit.cost;
+  const costMap = asMap(cost);
+  if (costMap !== undefined && limit.count !== undefined) {
+    issues.push({
+      path: [...path, 'cost'],
+      message: 'a cost read from a response header and count (by status) cannot share a limit: the status decides whether a request counts, the header how much',
+    });
+  }
+  if (costMap !== undefined && typeof costMap.default === 'number' && typeof costMap.max === 'number' && costMap.default > costMap.max) {
+    issues.push({ path: [...path, 'cost', 'default'], message: `must not be above cost.max (${costMap.max})` });
+  }
+  if (typeof cost === 'number' && Number.isInteger(cost)) {
+    if (typeof limit.limit === 'number' && cost > limit.limit) {
+      issues.push({ path: [...path, 'cost'], message: `${cost} is above the limit (${limit.limit}): no request could ever be admitted` });
+    }
+    const tiers = asMap(limit.tiers);
+    for (const [tier, max] of Object.entries(tiers ?? {})) {
+      if (typeof max === 'number' && cost > max) {
+        issues.push({ path: [...path, 'tiers', tier], message: `${max} is below the cost (${cost}): no request of tier ${tier} could ever be admitted` });
+      }
+    }
+  }
 }
 
 function checkStore(store: RawMap, issues: PathIssue[]): void {

@@ -93,6 +93,23 @@ export interface RouteConfig {
   /** The route's own guards as written; `'off'` turns `defaults.guards` off here. */
   guards?: GuardsConfig | 'off';
   limits: LimitConfig[]; // may be empty when the route has guards
+  /** WebSocket session limits; only on routes with `match.websocket: true`. */
+  session?: SessionConfig;
+}
+
+/**
+ * Limits on an open WebSocket session (`session:` on a route). Each is optional; at
+ * least one is given. Absent = not limited.
+ */
+export interface SessionConfig {
+  /** `maxDuration`: the session is closed (1001) this long after it opened. */
+  maxDurationMs?: number;
+  /** `idleTimeout`: closed (1001) after this long without a data message in either direction. */
+  idleTimeoutMs?: number;
+  /** `maxMessageSize`: a larger client message (payload bytes on the wire) closes it (1009). */
+  maxMessageBytes?: number;
+  /** `messages`: client->upstream data messages per sliding window; over it closes (1008). */
+  messages?: { limit: number; windowMs: number };
 }
 
 /**
@@ -169,13 +186,51 @@ interface LimitCommon {
   for: LimitFor; // default 'any'
 }
 
-/** `{ by, limit, window }`: requests per window. */
+/** `{ by, limit, window }`: requests (or cost units) per window. */
 export interface RateLimitConfig extends LimitCommon {
   limit: number; // positive integer
+  /** The window; for a calendar period (`1w`, `1mo`) its nominal length (7 days, 31 days per unit). */
   windowMs: number;
+  /**
+   * Set when the window follows the calendar: weeks (Monday 00:00) and months (the 1st,
+   * 00:00), or days, weeks and months in `timezone` (local midnight, DST included).
+   * Only with fixed-window.
+   */
+  period?: CalendarPeriodConfig;
+  /** One block duration, or the first of `blocks`. */
   blockMs?: number;
+  /** Escalating blocks: the n-th block of a key within `forgetAfterMs` of its previous one lasts the n-th entry (the last repeats). */
+  blocks?: number[];
+  /** Strikes are forgotten once this long has passed since the previous block ended; default twice the longest block. */
+  forgetAfterMs?: number;
+  /** Only responses with these statuses count (the others give their reservation back). */
+  count?: CountConfig;
+  /** Units a request costs: a fixed weight, or the upstream's own figure from a response header. */
+  cost?: number | CostHeaderConfig;
   algorithm?: AlgorithmName;
   concurrent?: undefined;
+}
+
+/** `window: 1mo` and friends, or a window of whole days with `timezone`. */
+export interface CalendarPeriodConfig {
+  unit: 'd' | 'w' | 'mo';
+  count: number;
+  /** IANA time zone (`Europe/Berlin`); absent = UTC. */
+  timezone?: string;
+}
+
+export interface CountConfig {
+  /** Statuses 100-599 and classes (`5xx` as 500..599). */
+  status: number[];
+}
+
+export interface CostHeaderConfig {
+  /** Lower-cased response header the upstream reports the cost in. */
+  header: string;
+  /** Reserved at admission and charged when the header is missing or malformed; default 1, may be 0. */
+  default: number;
+  /** A reported cost above this is charged as this (default 2^53 - 1). */
+  max: number;
 }
 
 /**
@@ -186,7 +241,12 @@ export interface ConcurrencyLimitConfig extends LimitCommon {
   concurrent: number; // positive integer
   limit?: undefined;
   windowMs?: undefined;
+  period?: undefined;
   blockMs?: undefined;
+  blocks?: undefined;
+  forgetAfterMs?: undefined;
+  count?: undefined;
+  cost?: undefined;
   algorithm?: undefined;
 }
 

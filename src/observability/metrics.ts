@@ -23,6 +23,11 @@ export interface Metrics {
   readonly configValid: Gauge;
   readonly inflight: Gauge;
   readonly concurrentSlots: Gauge<'route'>;
+  /** Open WebSocket tunnels (raw and session) by route. */
+  readonly websocketSessions: Gauge<'route'>;
+  /** Closed WebSocket tunnels by route and reason (see CloseReason in src/sessions/types.ts). */
+  readonly websocketClosed: Counter<'route' | 'reason'>;
+  readonly websocketSessionDuration: Histogram<'route'>;
   /** Cached labelled children for the per-request metrics. */
   readonly hot: HotMetrics;
 }
@@ -242,6 +247,25 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
         // A route whose slots all went back keeps its series at 0 (the gauge must not vanish mid-incident).
         for (const [route, held] of hot.slotsByRoute) this.set({ route }, held);
       },
+    }),
+    websocketSessions: new Gauge({
+      name: 'tollgate_websocket_sessions',
+      help: 'Open WebSocket tunnels (with or without session limits).',
+      labelNames: ['route'],
+      registers,
+    }),
+    websocketClosed: new Counter({
+      name: 'tollgate_websocket_closed_total',
+      help: 'Closed WebSocket tunnels by reason: client, upstream, max_duration, idle, message_rate, message_size, drain, error.',
+      labelNames: ['route', 'reason'],
+      registers,
+    }),
+    websocketSessionDuration: new Histogram({
+      name: 'tollgate_websocket_session_duration_seconds',
+      help: 'How long WebSocket tunnels stayed open.',
+      labelNames: ['route'],
+      buckets: [0.1, 1, 10, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400],
+      registers,
     }),
   };
   const hot: HotMetrics = new HotMetrics(metrics);

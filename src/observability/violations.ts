@@ -1,4 +1,5 @@
 import { LRUCache } from 'lru-cache';
+import { LogBudget } from './log-budget.js';
 import type { Logger } from './logger.js';
 
 /** One refused (or shadow-refused) request, as logged. Never a token, secret or body. */
@@ -63,17 +64,14 @@ export interface ViolationLogOptions {
 export class ViolationLog {
   readonly #logger: Logger;
   readonly #clock: () => number;
-  readonly #perSecond: number;
+  readonly #budget: LogBudget;
   readonly #keys: LRUCache<string, KeyState>;
-  #second = 0;
-  #linesThisSecond = 0;
-  #dropped = 0;
   readonly #timer: NodeJS.Timeout;
 
   constructor(logger: Logger, options: ViolationLogOptions) {
     this.#logger = logger;
     this.#clock = options.clock;
-    this.#perSecond = options.linesPerSecond ?? 100;
+    this.#budget = new LogBudget(options.linesPerSecond ?? 100);
     this.#keys = new LRUCache<string, KeyState>({
       max: options.maxKeys ?? 50_000,
       dispose: (state, key, reason) => {
@@ -93,7 +91,7 @@ export class ViolationLog {
     }
     if (state !== undefined) this.#keys.delete(key); // emits its summary
     this.#keys.set(key, { quietUntil: Math.max(quietUntil, now + 1000), suppressed: 0, summary });
-    return this.#budget(now);
+    return this.#budget.take(now);
   }
 
   /** A request refused by a guard: one `guard_refused` line per route, guard and client per minute. */
@@ -136,9 +134,9 @@ export class ViolationLog {
       if (state.quietUntil <= now) ended.push(key);
     }
     for (const key of ended) this.#keys.delete(key);
-    if (this.#dropped > 0) {
-      this.#logger.warn({ event: 'rate_limit_log_overflow', dropped: this.#dropped }, 'rate-limit log lines dropped over the per-second budget');
-      this.#dropped = 0;
+    const dropped = this.#budget.takeDropped();
+    if (dropped > 0) {
+      this.#logger.warn({ event: 'rate_limit_log_overflow', dropped }, 'rate-limit log lines dropped over the per-second budget');
     }
   }
 
@@ -151,21 +149,7 @@ export class ViolationLog {
 
   #summarise(_key: string, state: KeyState): void {
     if (state.suppressed === 0) return;
-    if (!this.#budget(this.#clock())) return;
+    if (!this.#budget.take(this.#clock())) return;
     this.#logger.warn({ ...state.summary, suppressed: state.suppressed }, 'further refusals of one key were not logged one by one');
-  }
-
-  #budget(now: number): boolean {
-    const second = Math.floor(now / 1000);
-    if (second !== this.#second) {
-      this.#second = second;
-      this.#linesThisSecond = 0;
-    }
-    if (this.#linesThisSecond >= this.#perSecond) {
-      this.#dropped++;
-      return false;
-    }
-    this.#linesThisSecond++;
-    return true;
   }
 }

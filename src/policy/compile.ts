@@ -1,6 +1,8 @@
 import type { AlgorithmName, LimitConfig, PolicyConfig, RouteConfig } from '../config/types.js';
 import { compileGuards, mergeGuards } from '../guards/compile.js';
 import { ALGORITHMS } from '../limiter/algorithms/index.js';
+import { Calendar } from '../limiter/calendar.js';
+import { compileSession } from '../sessions/compile.js';
 import { createAllowList } from './allow.js';
 import { createClientIpResolver } from './client-ip.js';
 import { PolicyError } from './errors.js';
@@ -97,13 +99,30 @@ function compileRoute(route: RouteConfig, config: PolicyConfig): CompiledRoute {
     upstreamTimeoutMs: route.upstreamTimeoutMs ?? config.upstreamTimeoutMs,
     limits: Object.freeze(route.limits.map((limit, index) => compileLimit(route.id, limit, index, routeAlgorithm, sharesIdentity(route, index, routeAlgorithm)))),
     guards: within(['routes', config.routes.indexOf(route), 'guards'], () => compileGuards(mergeGuards(config.defaults.guards, route.guards))),
+    session: compileSession(route.session),
   });
 }
 
-/** The identity of a limit across reloads: by + window + algorithm (within its route), or by + slots. */
+/** The identity of a limit across reloads: by + window (+ time zone) + algorithm (within its route), or by + slots. */
 function identityOf(limit: LimitConfig, routeAlgorithm: AlgorithmName): string {
   if (limit.concurrent !== undefined) return `${limit.by.toLowerCase()}|concurrent`;
-  return `${limit.by.toLowerCase()}|${limit.windowMs}|${limit.algorithm ?? routeAlgorithm}`;
+  return `${limit.by.toLowerCase()}|${windowKey(limit)}|${limit.algorithm ?? routeAlgorithm}`;
+}
+
+/** The window as store keys name it: ms, or a calendar period (`1mo`, `1d@Europe/Berlin`). */
+function windowKey(limit: LimitConfig & { concurrent?: undefined }): string {
+  const period = limit.period;
+  if (period === undefined) return String(limit.windowMs);
+  return `${period.count}${period.unit}${period.timezone === undefined ? '' : `@${period.timezone}`}`;
+}
+
+const NO_STATUSES = null;
+
+/** `count.status` as a lookup table by status code (100-599). */
+function statusTable(statuses: readonly number[]): Uint8Array {
+  const table = new Uint8Array(600);
+  for (const status of statuses) table[status] = 1;
+  return table;
 }
 
 /**
@@ -126,7 +145,11 @@ export function concurrentPolicyItem(policyName: string, max: number): string {
   return `"${policyName}";q=${max};qu="${CONCURRENT_QUOTA_UNIT}"`;
 }
 
-function compileLimit(routeId: string, limit: LimitConfig, index: number, routeAlgorithm: AlgorithmName, shared: boolean): CompiledLimit {
+/**
+ * One limit of a route. `shared`: another limit of the route has the same identity, so
+ * this one is told apart by its `for` (key and policy name).
+ */
+export function compileLimit(routeId: string, limit: LimitConfig, index: number, routeAlgorithm: AlgorithmName, shared: boolean): CompiledLimit {
   const { kind, headerName } = limitKind(routeId, limit.by);
   const by = headerName === undefined ? limit.by : `${HEADER_PREFIX}${headerName}`;
   const distinct = shared && limit.for !== 'any' ? `~${limit.for}` : '';
@@ -157,17 +180,32 @@ function compileLimit(routeId: string, limit: LimitConfig, index: number, routeA
   if (code === undefined) throw new Error(`route "${routeId}": unknown algorithm "${algorithm}"`);
   const policyName = `${routeId}.${by}${forSuffix}`;
   const windowSeconds = Math.ceil(limit.windowMs / 1000);
+  const cost = limit.cost;
+  const costHeader = typeof cost === 'object' ? Object.freeze({ name: cost.header, reserve: cost.default, max: cost.max }) : null;
+  const need = typeof cost === 'number' ? cost : 1;
+  const blocks = limit.blocks !== undefined && limit.blocks.length > 1 ? Object.freeze([...limit.blocks]) : null;
+  const calendar = limit.period === undefined ? null : new Calendar(limit.period);
+  if (calendar !== null && algorithm !== 'fixed-window') throw new Error(`route "${routeId}": calendar windows need fixed-window`);
   return Object.freeze({
     ...common,
     type: 'rate' as const,
     limit: limit.limit,
     windowMs: limit.windowMs,
     blockMs: limit.blockMs ?? 0,
+    blocks,
+    // Default: twice the longest block.
+    forgetAfterMs: blocks === null ? 0 : (limit.forgetAfterMs ?? 2 * Math.max(...blocks)),
     algorithm,
-    keyPrefix: `{${routeId}}:${by}:${limit.windowMs}:${code}${distinct}:`,
+    keyPrefix: `{${routeId}}:${by}:${windowKey(limit)}:${code}${distinct}:`,
     policyName,
     windowSeconds,
     policyItem: `"${policyName}";q=${limit.limit};w=${windowSeconds}`,
+    need,
+    take: costHeader !== null ? costHeader.reserve : need,
+    costHeader,
+    countStatuses: limit.count === undefined ? NO_STATUSES : statusTable(limit.count.status),
+    settles: costHeader !== null || limit.count !== undefined,
+    calendar,
   });
 }
 

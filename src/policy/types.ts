@@ -1,6 +1,8 @@
 import type { AlgorithmName, LimitFor, Mode, PolicyConfig } from '../config/types.js';
 import type { CompiledGuards } from '../guards/types.js';
 import type { UpstreamHeaders } from './upstream-headers.js';
+import type { Calendar } from '../limiter/calendar.js';
+import type { CompiledSession } from '../sessions/types.js';
 
 /** What kind of client key a limit counts by; also `X-RateLimit-Violation-Type`. */
 export type LimitKind = 'ip' | 'user' | 'header' | 'global';
@@ -35,15 +37,41 @@ interface CompiledLimitBase {
   readonly policyItem: string;
 }
 
-/** Requests per window. */
+/** Requests (or cost units) per window. */
 export interface CompiledRateLimit extends CompiledLimitBase {
   readonly type: 'rate';
+  /** The window; a calendar window's nominal length (its periods' lengths vary: see `calendar`). */
   readonly windowMs: number;
-  /** 0 = no block after a violation. */
+  /** The (first) block after a violation; 0 = none. */
   readonly blockMs: number;
+  /** Escalating blocks (two or more durations): the n-th strike's block is entry min(n, length); null = `blockMs` alone. */
+  readonly blocks: readonly number[] | null;
+  /** Strikes are forgotten this long after the previous block ended (escalating blocks only; else 0). */
+  readonly forgetAfterMs: number;
   readonly algorithm: AlgorithmName;
-  /** Window in whole seconds, rounded up (the IETF `w` parameter). */
+  /** Window in whole seconds, rounded up (the IETF `w` parameter); a calendar window's is per period. */
   readonly windowSeconds: number;
+  /** Units left that admit a request: the static cost, else 1. */
+  readonly need: number;
+  /** Units an admitted request takes at once: the static cost, the header cost's reservation, or 1. */
+  readonly take: number;
+  /** The upstream reports the cost in this response header. */
+  readonly costHeader: CompiledCostHeader | null;
+  /** Only responses with these statuses count (`countStatuses[status] === 1`); the others give back. */
+  readonly countStatuses: Uint8Array | null;
+  /** Admitted requests leave work for the end of their exchange (count or cost header). */
+  readonly settles: boolean;
+  /** Calendar periods (weeks, months, local days); null = windows aligned to the epoch. */
+  readonly calendar: Calendar | null;
+}
+
+export interface CompiledCostHeader {
+  /** Lower-cased header name. */
+  readonly name: string;
+  /** Reserved at admission; charged when the header is missing or malformed, and for Tollgate's own 502/504. */
+  readonly reserve: number;
+  /** A larger reported cost is charged as this. */
+  readonly max: number;
 }
 
 /** Requests (or WebSocket sessions) of one key in flight at once. */
@@ -59,6 +87,8 @@ export interface CompiledRoute {
   readonly limits: readonly CompiledLimit[];
   /** The route's effective guards (defaults merged), or null: a route without guards pays nothing. */
   readonly guards: CompiledGuards | null;
+  /** WebSocket session limits; null = none (the tunnel stays a raw byte relay). */
+  readonly session: CompiledSession | null;
 }
 
 /** The identity a request carries; userId and tier absent = anonymous. */

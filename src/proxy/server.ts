@@ -5,6 +5,8 @@ import { applySecurityHeaders, corsOrigin, limitBody, PAYLOAD_TOO_LARGE, wantsHs
 import type { Settlement } from '../limiter/settlement.js';
 import type { Logger } from '../observability/logger.js';
 import type { ClientAddress, CompiledPolicy } from '../policy/types.js';
+import { TunnelRegistry } from '../sessions/registry.js';
+import type { SessionClock } from '../sessions/types.js';
 import { evaluate, recordGuardRefusal, UNMATCHED_ROUTE, type DecideDeps, type Evaluation } from './decide.js';
 import { hasBody, upgradeRequestHeaders, type ForwardContext, type ForwardFailure, type ForwardOptions, type HttpForwarder } from './forward.js';
 import { rateLimitHeaders } from './rate-headers.js';
@@ -25,6 +27,8 @@ export interface ProxyDeps extends DecideDeps {
   active(): ActivePolicy;
   readonly onErrorStatus: () => number;
   readonly draining: () => boolean;
+  /** Time for WebSocket sessions (idle, duration); real by default. */
+  readonly sessionClock?: SessionClock;
 }
 
 export interface ServerTimeouts {
@@ -35,8 +39,8 @@ export interface ServerTimeouts {
 
 export interface ProxyServer {
   readonly server: http.Server;
-  /** Open WebSocket tunnels (client sockets), for draining. */
-  readonly tunnels: Set<Duplex>;
+  /** Open WebSocket tunnels, for draining. */
+  readonly tunnels: TunnelRegistry;
 }
 
 function peerAddress(req: IncomingMessage): string {
@@ -142,7 +146,7 @@ function forwardedDecoration(ctx: ForwardContext): Decoration | undefined {
 
 export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): ProxyServer {
   const { metrics, logger } = deps;
-  const tunnels = new Set<Duplex>();
+  const tunnels = new TunnelRegistry({ metrics, logger, clock: deps.sessionClock });
 
   const onForwardDone = (ctx: ForwardContext, status: number, failure: ForwardFailure | null, headersAt: number): void => {
     const fwd = ctx as TrackedContext;
@@ -362,18 +366,22 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
         onResult: (result, status) => {
           settlement?.head(status);
           metrics.hot.upstream(routeId, result === 'open' || result === 'rejected' ? statusClass(status) : 'error', (performance.now() - startedAt) / 1000);
-          if (result === 'open') {
-            tunnels.add(socket);
-            hot.inflight++;
-          } else if (result === 'timeout' || result === 'unavailable') {
+          if (result === 'timeout' || result === 'unavailable') {
             const code = result === 'timeout' ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE';
             logger.error({ event: 'upstream_error', route: routeId, code, requestId: e.requestId, websocket: true }, 'upstream refused the websocket');
             sendOnSocket(socket, errorResponse(code, e.requestId), e.requestId);
           }
         },
-        onClose: () => {
-          if (tunnels.delete(socket)) hot.inflight--;
-        },
+        // The registry counts the tunnel in flight until it closes.
+        openTunnel: (sockets) =>
+          tunnels.open(sockets, {
+            routeId,
+            session: e.route?.session ?? null,
+            requestId: e.requestId,
+            userId: e.identity.userId,
+            clientIp: e.client.ip,
+            logAccess: active.policy.config.log.access,
+          }),
       });
     };
     let ev: Evaluation | Promise<Evaluation>;

@@ -1,6 +1,7 @@
 import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
 import type { Duplex } from 'node:stream';
+import type { TunnelSockets } from '../sessions/types.js';
 
 /**
  * The upstream's response header lines (we write our own status line), then Tollgate's
@@ -31,13 +32,13 @@ export interface UpgradeOptions {
   readonly timeoutMs: number;
   /** Called once with the outcome: 'open' when the tunnel is up, else the failure. */
   readonly onResult: (result: 'open' | 'timeout' | 'unavailable' | 'rejected', status: number) => void;
-  /** Called once when an opened tunnel closes. */
-  readonly onClose: () => void;
+  /** Called once the 101 went to the client: takes over both sockets (src/sessions relays and ends them). */
+  readonly openTunnel: (sockets: TunnelSockets) => void;
 }
 
 /**
  * Proxies an HTTP/1.1 Upgrade (WebSocket) handshake to the upstream and, once it
- * answers 101, pipes the two sockets together. A non-101 answer is relayed as is.
+ * answers 101, hands the two sockets to a tunnel. A non-101 answer is relayed as is.
  */
 export class UpgradeForwarder {
   readonly #upstream: URL;
@@ -105,22 +106,16 @@ export class UpgradeForwarder {
       }
       upstreamSocket.setNoDelay(true);
       upstreamSocket.setTimeout(0);
-      let closed = false;
-      const close = (): void => {
-        if (closed) return;
-        closed = true;
-        socket.destroy();
-        upstreamSocket.destroy();
-        options.onClose();
-      };
-      upstreamSocket.on('error', close);
-      upstreamSocket.on('close', close);
-      socket.on('close', close);
       socket.write(`HTTP/1.1 101 ${res.statusMessage || 'Switching Protocols'}\r\n${headerLines(res.rawHeaders, options.responseHeaders)}\r\n`);
-      if (upstreamHead.length > 0) socket.write(upstreamHead);
-      if (head.length > 0) upstreamSocket.write(head);
-      upstreamSocket.pipe(socket);
-      socket.pipe(upstreamSocket);
+      // The heads are already frames: they go through the tunnel like the rest.
+      options.openTunnel({
+        client: socket,
+        upstream: upstreamSocket,
+        clientHead: head,
+        upstreamHead,
+        extensions: res.headers['sec-websocket-extensions'],
+        websocket: res.headers.upgrade?.toLowerCase() === 'websocket',
+      });
     });
     request.end();
   }

@@ -1,12 +1,13 @@
 import { LRUCache } from 'lru-cache';
 import { ALGORITHMS } from '../limiter/algorithms/index.js';
 import type { Verdict } from '../limiter/algorithms/index.js';
+import type { CompiledRateLimit } from '../policy/types.js';
 import type { LimitCheck, LimitOutcome, RateLimitStore, StoreDecision, StoreHold } from './types.js';
 
 export interface MemoryStoreOptions {
   /** Bound on counter states (one per limit and client key). */
   maxKeys: number;
-  /** Bound on running blocks, kept apart so a flood of new keys cannot lift a block. */
+  /** Bound on running blocks (and strikes), kept apart so a flood of new keys cannot lift a block. */
   maxBlocks: number;
   /** The clock `decide(…, now)` is called with; entries expire on it. */
   clock: () => number;
@@ -17,18 +18,58 @@ export interface MemoryStoreOptions {
 /** A concurrency check's answer is asked again after this long (the `Retry-After` of a full key). */
 export const SLOT_RETRY_MS = 1_000; // 1s
 
+/** A key's block and strikes: the block runs until `until`; its strike count is remembered until `forgetAt`. */
+interface BlockRecord {
+  until: number;
+  strike: number;
+  forgetAt: number;
+}
+
+/** The window a rate check is decided in: its length and, for calendar periods, its start. */
+interface WindowAt {
+  windowMs: number;
+  start: number | undefined;
+}
+
+/** Where `limit` counts at `t` (written into `out`: no allocation per check). */
+export function windowAt(limit: CompiledRateLimit, t: number, out: WindowAt): WindowAt {
+  const calendar = limit.calendar;
+  if (calendar === null) {
+    out.windowMs = limit.windowMs;
+    out.start = undefined;
+  } else {
+    const period = calendar.at(t);
+    out.windowMs = period.end - period.start;
+    out.start = period.start;
+  }
+  return out;
+}
+
 /**
- * In-process store: algorithm states in a bounded LRU, blocks in a second bounded LRU,
- * held concurrency slots in a plain map. Decisions are synchronous, so
+ * The block a refusal starts (shared with the Lua script): its strike (the previous
+ * block's + 1 while that one's strikes are remembered, else 1) and its length (the
+ * strike's entry of an escalating list, the last repeating).
+ */
+export function blockFor(limit: CompiledRateLimit, previous: { strike: number; forgetAt: number } | undefined, now: number): { strike: number; ms: number } {
+  const blocks = limit.blocks;
+  if (blocks === null) return { strike: 1, ms: limit.blockMs };
+  const strike = previous !== undefined && previous.forgetAt > now ? previous.strike + 1 : 1;
+  return { strike, ms: blocks[Math.min(strike, blocks.length) - 1] };
+}
+
+/**
+ * In-process store: algorithm states in a bounded LRU, blocks (and strikes) in a second
+ * bounded LRU, held concurrency slots in a plain map. Decisions are synchronous, so
  * check-all-then-count-all is atomic by construction.
  *
  * The decision procedure is shared with the Redis Lua script (store/redis/scripts.ts):
- * 1. for every check: read its block and its state; peek the algorithm (a concurrency
- *    check: are fewer than `max` slots of its key held?);
+ * 1. for every check: read its block and its state; peek the algorithm for the check's
+ *    units (a concurrency check: are fewer than `max` slots of its key held?);
  * 2. a check is violated if its key is blocked or the algorithm refuses;
- * 3. if none is violated, consume every check (take a slot for each concurrency check);
- *    else consume nothing and start the block of every algorithm-refused check that has
- *    `blockMs` and no running block. A shadow decision takes its slots either way.
+ * 3. if none is violated, consume every check (its `take` units; a slot for each
+ *    concurrency check); else consume nothing and start the block of every
+ *    algorithm-refused check that has a block and no running block (the next strike's
+ *    length for escalating blocks). A shadow decision takes its slots either way.
  * A running block is never extended by the requests it refuses.
  *
  * Held slots are never evicted (an eviction would hand a slot out twice): the map holds
@@ -37,13 +78,16 @@ export const SLOT_RETRY_MS = 1_000; // 1s
 export class MemoryStore implements RateLimitStore {
   readonly kind = 'memory' as const;
   readonly #counters: LRUCache<string, object>;
-  readonly #blocks: LRUCache<string, number>;
+  readonly #blocks: LRUCache<string, BlockRecord>;
   /** Held slots per key; a key without slots has no entry. */
   readonly #slots = new Map<string, number>();
+  readonly #clock: () => number;
+  readonly #window: WindowAt = { windowMs: 0, start: undefined };
 
   constructor(options: MemoryStoreOptions) {
     const perf = { now: options.clock };
     const onEvict = options.onEvict;
+    this.#clock = options.clock;
     const counters: LRUCache<string, object> = new LRUCache<string, object>({
       max: options.maxKeys,
       perf,
@@ -52,12 +96,14 @@ export class MemoryStore implements RateLimitStore {
       dispose: onEvict ? (_v, k, reason) => reason === 'evict' && counters.getRemainingTTL(k) > 0 && onEvict('counters') : undefined,
     });
     this.#counters = counters;
-    this.#blocks = new LRUCache<string, number>({
+    this.#blocks = new LRUCache<string, BlockRecord>({
       max: options.maxBlocks,
       perf,
       ttlAutopurge: false,
       ttlResolution: 0,
-      dispose: onEvict ? (until, _k, reason) => reason === 'evict' && until > options.clock() && onEvict('blocks') : undefined,
+      dispose: onEvict
+        ? (record, _k, reason) => reason === 'evict' && Math.max(record.until, record.forgetAt) > options.clock() && onEvict('blocks')
+        : undefined,
     });
   }
 
@@ -75,8 +121,10 @@ export class MemoryStore implements RateLimitStore {
     const n = checks.length;
     const verdicts: Verdict[] = new Array(n);
     const blockedUntil: number[] = new Array(n);
+    const window = this.#window;
     let allowed = true;
     let slotChecks = 0;
+    let settling = false;
     for (let i = 0; i < n; i++) {
       const check = checks[i];
       const limit = check.limit;
@@ -86,9 +134,11 @@ export class MemoryStore implements RateLimitStore {
         blockedUntil[i] = 0;
         verdict = slotVerdict(this.#slots.get(check.key) ?? 0, check.max, now);
       } else {
-        const until = this.#blocks.get(check.key) ?? 0;
+        const until = this.#blocks.get(check.key)?.until ?? 0;
         blockedUntil[i] = until > now ? until : 0;
-        verdict = ALGORITHMS[limit.algorithm].peek(this.#counters.get(check.key), check.max, limit.windowMs, now);
+        windowAt(limit, now, window);
+        verdict = ALGORITHMS[limit.algorithm].peek(this.#counters.get(check.key), check.max, window.windowMs, now, limit.need, limit.take, window.start);
+        if (limit.settles) settling = true;
       }
       verdicts[i] = verdict;
       if (blockedUntil[i] !== 0 || !verdict.allowed) allowed = false;
@@ -106,40 +156,58 @@ export class MemoryStore implements RateLimitStore {
           this.#slots.set(check.key, (this.#slots.get(check.key) ?? 0) + 1);
           slots[i] = true;
         }
-        outcomes[i] = outcome(check.max, verdict, 0, false, now);
+        outcomes[i] = outcome(check.max, verdict, 0, false, now, 0);
       } else if (allowed) {
-        this.#consume(check, now);
-        outcomes[i] = outcome(check.max, verdict, 0, false, now);
+        this.#consume(check, limit, now);
+        outcomes[i] = outcome(check.max, verdict, 0, false, now, 0);
       } else if (blockedUntil[i] === 0 && !verdict.allowed && limit.blockMs > 0) {
-        const until = now + limit.blockMs;
-        this.#blocks.set(check.key, until, { ttl: limit.blockMs });
-        outcomes[i] = outcome(check.max, verdict, until, true, now);
+        const block = blockFor(limit, this.#blocks.get(check.key), now);
+        const until = now + block.ms;
+        const forgetAt = limit.blocks === null ? until : until + limit.forgetAfterMs;
+        this.#blocks.set(check.key, { until, strike: block.strike, forgetAt }, { ttl: forgetAt - now });
+        outcomes[i] = outcome(check.max, verdict, until, true, now, block.strike);
       } else {
-        outcomes[i] = outcome(check.max, verdict, blockedUntil[i], false, now);
+        outcomes[i] = outcome(check.max, verdict, blockedUntil[i], false, now, 0);
       }
     }
-    return slots === undefined ? { allowed, outcomes } : { allowed, outcomes, hold: { checks, slots } };
+    if (slots === undefined && !(settling && allowed)) return { allowed, outcomes };
+    const hold: StoreHold = { checks, slots: slots ?? new Array<boolean>(n).fill(false), counted: allowed, at: now };
+    return { allowed, outcomes, hold };
   }
 
-  settle(hold: StoreHold): void {
+  settle(hold: StoreHold, deltas?: readonly number[] | null): void {
     const { checks, slots } = hold;
     for (let i = 0; i < checks.length; i++) {
-      if (!slots[i]) continue;
-      const key = checks[i].key;
-      const held = this.#slots.get(key) ?? 0;
-      if (held <= 1) this.#slots.delete(key);
-      else this.#slots.set(key, held - 1);
+      const check = checks[i];
+      const limit = check.limit;
+      if (slots[i]) {
+        const held = this.#slots.get(check.key) ?? 0;
+        if (held <= 1) this.#slots.delete(check.key);
+        else this.#slots.set(check.key, held - 1);
+      } else if (hold.counted && deltas != null && deltas[i] !== 0 && limit.type === 'rate') {
+        this.#adjust(check, limit, hold.at, deltas[i]);
+      }
     }
   }
 
-  #consume(check: LimitCheck, now: number): void {
-    const limit = check.limit;
-    if (limit.type === 'concurrent') return;
+  /** Adds `delta` units to what `check` took at `takenAt`, in the window it took them from. */
+  #adjust(check: LimitCheck, limit: CompiledRateLimit, takenAt: number, delta: number): void {
+    const algorithm = ALGORITHMS[limit.algorithm];
+    if (algorithm.adjust === undefined) return;
+    const now = this.#clock();
+    const window = windowAt(limit, takenAt, this.#window);
+    const state = algorithm.adjust(this.#counters.get(check.key), check.max, window.windowMs, now, delta, takenAt, window.start);
+    if (state === undefined) return;
+    // The TTL of the window the units went to (the same length for all but calendar periods).
+    this.#counters.set(check.key, state, { ttl: algorithm.ttlMs(state, check.max, window.windowMs, now, window.start) });
+  }
+
+  #consume(check: LimitCheck, limit: CompiledRateLimit, now: number): void {
     const algorithm = ALGORITHMS[limit.algorithm];
     const { max } = check;
-    const { windowMs } = limit;
-    const state = algorithm.consume(this.#counters.get(check.key), max, windowMs, now);
-    this.#counters.set(check.key, state, { ttl: algorithm.ttlMs(state, max, windowMs, now) });
+    const window = windowAt(limit, now, this.#window);
+    const state = algorithm.consume(this.#counters.get(check.key), max, window.windowMs, now, limit.take, window.start);
+    this.#counters.set(check.key, state, { ttl: algorithm.ttlMs(state, max, window.windowMs, now, window.start) });
   }
 
   async close(): Promise<void> {
@@ -162,7 +230,7 @@ export function slotVerdict(held: number, max: number, now: number): Verdict {
 }
 
 /** Merges an algorithm verdict with the key's block (shared with the Lua script). */
-export function outcome(max: number, verdict: Verdict, blockedUntil: number, blockStarted: boolean, now: number): LimitOutcome {
+export function outcome(max: number, verdict: Verdict, blockedUntil: number, blockStarted: boolean, now: number, strike: number): LimitOutcome {
   if (blockedUntil === 0) {
     return {
       allowed: verdict.allowed,
@@ -173,6 +241,7 @@ export function outcome(max: number, verdict: Verdict, blockedUntil: number, blo
       count: verdict.count,
       blockedUntil: 0,
       blockStarted: false,
+      strike: 0,
     };
   }
   return {
@@ -185,5 +254,6 @@ export function outcome(max: number, verdict: Verdict, blockedUntil: number, blo
     count: verdict.allowed ? verdict.count - 1 : verdict.count,
     blockedUntil,
     blockStarted,
+    strike,
   };
 }

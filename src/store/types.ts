@@ -27,6 +27,11 @@ export interface LimitOutcome {
   readonly blockedUntil: number;
   /** This request tripped the limit and started the block. */
   readonly blockStarted: boolean;
+  /**
+   * The strike of the block this request started: the n-th block of the key within
+   * `forgetAfter` of its previous one (1 for a limit with one block duration); 0 = none.
+   */
+  readonly strike: number;
 }
 
 /** The store's answer for all limits of one request: counted all-or-nothing. */
@@ -48,15 +53,20 @@ export interface StoreDecision {
 }
 
 /**
- * What one admitted decision holds in a store: the slots of its concurrency checks
- * (`slots[i]` true for each check that took one). Opaque beyond that: each store keeps
- * what it needs to give them back (Redis: the lease members, and whether the local
- * fallback took them).
+ * What one decision holds in a store until its exchange ends: the slots of its
+ * concurrency checks (`slots[i]` true for each check that took one) and, when it was
+ * admitted, the units its rate checks took at `at` (which settlement may give back or
+ * add to, in the window they were taken from). Opaque beyond that: each store keeps what
+ * it needs (Redis: the lease members, whether the local fallback decided, the specs).
  */
 export interface StoreHold {
   readonly checks: readonly LimitCheck[];
   /** Per check: this decision took a slot for it. */
   readonly slots: readonly boolean[];
+  /** The decision was admitted: every rate check took its units. */
+  readonly counted: boolean;
+  /** When the units were taken, on the store's clock (Redis with `clock: redis`: its TIME). */
+  readonly at: number;
 }
 
 /**
@@ -70,11 +80,13 @@ export interface RateLimitStore {
   readonly kind: 'memory' | 'redis';
   decide(checks: readonly LimitCheck[], now: number, shadow?: boolean): StoreDecision | Promise<StoreDecision>;
   /**
-   * The exchange of a decision ended: gives back its slots. Called exactly once per
-   * hold; never throws (a store that cannot reach its backend lets the slots' leases
-   * expire). May be batched, but a freed slot is usable again within 100 ms.
+   * The exchange of a decision ended: gives back its slots and adds `deltas[i]` units to
+   * rate check i (negative: gives back), in the window the units were taken from.
+   * Called exactly once per hold; never throws (a store that cannot reach its backend
+   * lets the slots' leases expire and drops the deltas). May be batched, but a freed slot
+   * is usable again within 100 ms.
    */
-  settle(hold: StoreHold): void;
+  settle(hold: StoreHold, deltas?: readonly number[] | null): void;
   /** Resolves true once the store can decide, false after `timeoutMs` (remote stores). */
   ready?(timeoutMs: number): Promise<boolean>;
   /** Releases connections and timers. */

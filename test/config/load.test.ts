@@ -154,6 +154,18 @@ const FAILURES: Record<string, string[]> = {
   guards_auth_without_identity: [
     '5:21 routes[0].guards.auth: required needs an identity section (identity.jwt or identity.header), else every request is refused',
   ],
+  session_on_plain_route: [
+    '5:14 routes[0].session: session limits apply to WebSocket sessions only: set match.websocket: true (this route also matches plain requests)',
+  ],
+  session_zero_duration: ['7:20 routes[0].session.idleTimeout: duration must be longer than 0, got "0s"'],
+  session_size_zero: ['6:23 routes[0].session.maxMessageSize: size must be larger than 0, got "0kb"'],
+  session_size_upper_case: [
+    '6:23 routes[0].session.maxMessageSize: invalid size "1MB" (use 512b, 64kb, 1mb; units are lower-case and 1024-based)',
+  ],
+  session_size_too_large: ['6:23 routes[0].session.maxMessageSize: must be at most 2047mb (the largest limit the frame parser can enforce)'],
+  session_messages_without_window: ['6:17 routes[0].session.messages.window: is required'],
+  session_unknown_key: ['6:7 routes[0].session: unknown key "maxMesageSize" (did you mean "maxMessageSize"?)'],
+  session_empty: ['5:14 routes[0].session: give at least one of maxDuration, idleTimeout, maxMessageSize, messages (or remove session)'],
 };
 
 describe('each invalid fixture reports its problems at FILE:LINE:COL', () => {
@@ -217,6 +229,23 @@ test('an unreadable file is an error at 1:1 and does not throw', () => {
     assert.deepEqual([result.errors[0].file, result.errors[0].line, result.errors[0].col], [file, 1, 1]);
     assert.match(result.errors[0].message, /^cannot read the policy file: ENOENT/);
   }
+});
+
+test('session limits load as milliseconds and bytes (1024-based)', () => {
+  const policy = load(fixture('session_valid'), {});
+  assert.deepEqual(policy.config.routes[0].session, {
+    maxDurationMs: 2 * 60 * 60 * 1000,
+    idleTimeoutMs: 30 * 60 * 1000,
+    maxMessageBytes: 1024 * 1024,
+    messages: { limit: 600, windowMs: 60_000 },
+  });
+  // Each limit is optional; a route without session: has none.
+  const partial = loadPolicyText('routes:\n  - id: ws\n    match: { path: /ws, websocket: true }\n    limits: []\n    session: { maxMessageSize: 64kb }\n', 'inline.yaml', {});
+  assert.ok(partial.ok);
+  if (partial.ok) assert.deepEqual(partial.policy.config.routes[0].session, { maxMessageBytes: 65_536 });
+  const none = loadPolicyText('routes:\n  - id: ws\n    match: { path: /ws, websocket: true }\n    limits: []\n', 'inline.yaml', {});
+  assert.ok(none.ok);
+  if (none.ok) assert.equal(none.policy.config.routes[0].session, undefined);
 });
 
 test('formatIssue prints FILE:LINE:COL message', () => {

@@ -20,9 +20,17 @@ export const TOLLGATE_METRICS = {
     'tollgate_store_evictions_total',
     'tollgate_identity_errors_total',
     'tollgate_config_reloads_total',
+    'tollgate_websocket_closed_total',
   ],
-  histogram: ['tollgate_decision_duration_seconds', 'tollgate_upstream_duration_seconds'],
-  gauge: ['tollgate_store_degraded', 'tollgate_config_last_reload_success_timestamp_seconds', 'tollgate_config_info', 'tollgate_config_valid', 'tollgate_inflight_requests'],
+  histogram: ['tollgate_decision_duration_seconds', 'tollgate_upstream_duration_seconds', 'tollgate_websocket_session_duration_seconds'],
+  gauge: [
+    'tollgate_store_degraded',
+    'tollgate_config_last_reload_success_timestamp_seconds',
+    'tollgate_config_info',
+    'tollgate_config_valid',
+    'tollgate_inflight_requests',
+    'tollgate_websocket_sessions',
+  ],
 } as const;
 
 /** prom-client default metrics Tollgate does not export. */

@@ -16,8 +16,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import type { AlgorithmName } from '../../src/config/types.js';
-import { ALGORITHMS } from '../../src/limiter/algorithms/index.js';
-import type { CompiledLimit } from '../../src/policy/types.js';
+import type { CompiledRateLimit } from '../../src/policy/types.js';
+import { rateLimit } from './limits.js';
 import type { LimitCheck, StoreDecision } from '../../src/store/types.js';
 
 export interface RedisTarget {
@@ -341,7 +341,7 @@ export async function startSentinel(): Promise<SpawnedSentinel> {
   return { master, sentinel: { host: '127.0.0.1', port }, name, stop };
 }
 
-/** A compiled limit as src/policy/compile.ts builds it, for store tests. */
+/** A compiled rate limit for store tests (see ./limits.ts). */
 export function limitFixture(options: {
   routeId?: string;
   by?: string;
@@ -350,26 +350,8 @@ export function limitFixture(options: {
   blockMs?: number;
   algorithm: AlgorithmName;
   index?: number;
-}): CompiledLimit {
-  const routeId = options.routeId ?? 'r';
-  const by = options.by ?? 'ip';
-  const kind = by === 'ip' || by === 'user' || by === 'global' ? by : 'header';
-  return {
-    index: options.index ?? 0,
-    routeId,
-    by,
-    kind,
-    type: 'rate',
-    limit: options.limit,
-    windowMs: options.windowMs,
-    blockMs: options.blockMs ?? 0,
-    for: 'any',
-    algorithm: options.algorithm,
-    keyPrefix: `{${routeId}}:${by}:${options.windowMs}:${ALGORITHMS[options.algorithm].code}:`,
-    policyName: `${routeId}.${by}`,
-    windowSeconds: Math.ceil(options.windowMs / 1000),
-    policyItem: '',
-  };
+}): CompiledRateLimit {
+  return rateLimit(options);
 }
 
 /** Polls until `decide` answers from Redis (not rejected, not degraded). */

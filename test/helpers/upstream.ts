@@ -1,6 +1,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { WebSocketServer } from 'ws';
+import type { Duplex } from 'node:stream';
+import WebSocket, { WebSocketServer } from 'ws';
 
 /** What the echo upstream saw of one request. */
 export interface SeenRequest {
@@ -10,6 +11,29 @@ export interface SeenRequest {
   body: string;
 }
 
+/** One WebSocket the upstream accepted, with what it received and how it closed. */
+export interface UpstreamSocket {
+  url: string;
+  /** The server side; `ws.send()` makes the upstream send on its own. */
+  ws: WebSocket;
+  /** The raw connection under `ws`, for writing bytes that are not whole frames. */
+  socket: Duplex;
+  /** The negotiated extensions (`Sec-WebSocket-Extensions` of the 101), '' if none. */
+  extensions: string;
+  /** Data messages received, in order. */
+  messages: Array<{ data: Buffer; isBinary: boolean }>;
+  pings: number;
+  /** Resolves with the close code and reason the upstream saw. */
+  closed: Promise<{ code: number; reason: string }>;
+}
+
+export interface EchoUpstreamOptions {
+  /** Accept permessage-deflate when a client offers it (default false). */
+  perMessageDeflate?: boolean;
+  /** Echo each message back (default true). */
+  echo?: boolean;
+}
+
 export interface EchoUpstream {
   url: string;
   port: number;
@@ -17,6 +41,10 @@ export interface EchoUpstream {
   seen: SeenRequest[];
   /** Per-path overrides: delay (ms) before answering, a fixed status, extra response headers. */
   behaviour: Map<string, Behaviour>;
+  /** Every WebSocket accepted, in order. */
+  sockets: UpstreamSocket[];
+  /** Resolves with the n-th (0-based) WebSocket once it is open; rejects after `deadlineMs`. */
+  socket(n: number, deadlineMs?: number): Promise<UpstreamSocket>;
   close(): Promise<void>;
 }
 
@@ -32,7 +60,7 @@ export interface Behaviour {
  * A real upstream on an ephemeral port: answers every request with a JSON echo of
  * what it received; `/ws*` paths accept WebSocket upgrades and echo messages.
  */
-export async function startEchoUpstream(): Promise<EchoUpstream> {
+export async function startEchoUpstream(options: EchoUpstreamOptions = {}): Promise<EchoUpstream> {
   const seen: SeenRequest[] = [];
   const behaviour = new Map<string, Behaviour>();
   const server = http.createServer((req, res) => {
@@ -53,11 +81,30 @@ export async function startEchoUpstream(): Promise<EchoUpstream> {
       else answer();
     });
   });
-  const wss = new WebSocketServer({ noServer: true });
+  const wss = new WebSocketServer({ noServer: true, perMessageDeflate: options.perMessageDeflate === true });
+  const sockets: UpstreamSocket[] = [];
+  const waiters = new Set<() => void>();
   server.on('upgrade', (req, socket, head) => {
     seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body: '' });
     wss.handleUpgrade(req, socket, head, (ws) => {
-      ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
+      const entry: UpstreamSocket = {
+        url: req.url ?? '',
+        ws,
+        socket,
+        extensions: ws.extensions,
+        messages: [],
+        pings: 0,
+        closed: new Promise((resolve) => ws.once('close', (code, reason) => resolve({ code, reason: reason.toString('utf8') }))),
+      };
+      ws.on('error', () => {});
+      ws.on('ping', () => entry.pings++);
+      ws.on('message', (data, isBinary) => {
+        const buffer = Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data);
+        entry.messages.push({ data: buffer, isBinary });
+        if (options.echo !== false) ws.send(buffer, { binary: isBinary });
+      });
+      sockets.push(entry);
+      for (const wake of [...waiters]) wake();
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -67,6 +114,22 @@ export async function startEchoUpstream(): Promise<EchoUpstream> {
     port,
     seen,
     behaviour,
+    sockets,
+    socket: (n, deadlineMs = 3000) =>
+      new Promise((resolve, reject) => {
+        const check = (): void => {
+          if (sockets[n] === undefined) return;
+          clearTimeout(timer);
+          waiters.delete(check);
+          resolve(sockets[n]);
+        };
+        const timer = setTimeout(() => {
+          waiters.delete(check);
+          reject(new Error(`upstream: no WebSocket #${n} within ${deadlineMs} ms (have ${sockets.length})`));
+        }, deadlineMs);
+        waiters.add(check);
+        check();
+      }),
     close: async () => {
       for (const client of wss.clients) client.terminate();
       server.closeAllConnections();

@@ -35,12 +35,12 @@ describe('shared vectors (against the reference store)', () => {
           const decision = store.decide(checks.map(referenceCheck), now, shadow);
           const outcomes = decision.outcomes.map((o, i): LimitOutcome => ({ ...o, max: checks[i].max }));
           if (decision.hold === undefined) return { allowed: decision.allowed, outcomes };
-          const hold: StoreHold = { checks, slots: decision.hold.slots };
+          const hold: StoreHold = { checks, slots: decision.hold.slots, counted: decision.allowed, at: now };
           references.set(hold, decision.hold);
           return { allowed: decision.allowed, outcomes, hold };
         },
         undefined,
-        (hold) => store.settle(references.get(hold) as ReferenceHold),
+        (hold, now, deltas) => store.settle(references.get(hold) as ReferenceHold, now, deltas),
       );
     });
   }
@@ -90,7 +90,7 @@ describe('vector loader', () => {
     await assert.rejects(
       runVector(vector, (checks) => ({
         allowed: true,
-        outcomes: checks.map((c) => ({ allowed: true, max: c.max, remaining: 0, resetAt: 11, retryAfterMs: 0, count: 1, blockedUntil: 0, blockStarted: false })),
+        outcomes: checks.map((c) => ({ allowed: true, max: c.max, remaining: 0, resetAt: 11, retryAfterMs: 0, count: 1, blockedUntil: 0, blockStarted: false, strike: 0 })),
       })),
       /vector sample, step 0 at 0 \(the note\)/,
     );

@@ -235,7 +235,7 @@ class FakeStore implements RateLimitStore {
   constructor(readonly mode: 'unavailable' | 'degraded') {}
   decide(checks: readonly LimitCheck[], now: number): Promise<StoreDecision> {
     if (this.mode === 'unavailable') return Promise.reject(new StoreUnavailableError('redis timed out'));
-    const outcomes = checks.map((c) => ({ allowed: true, max: c.max, remaining: c.max - 1, resetAt: now + 60_000, retryAfterMs: 0, count: 1, blockedUntil: 0, blockStarted: false }));
+    const outcomes = checks.map((c) => ({ allowed: true, max: c.max, remaining: c.max - 1, resetAt: now + 60_000, retryAfterMs: 0, count: 1, blockedUntil: 0, blockStarted: false, strike: 0 }));
     return Promise.resolve({ allowed: true, outcomes, degraded: true });
   }
   settle(): void {}

@@ -64,12 +64,20 @@ describe('compilePolicy', () => {
         limit: 10,
         windowMs: 60_000,
         blockMs: 300_000,
+        blocks: null,
+        forgetAfterMs: 0,
         for: 'anonymous',
         algorithm: 'token-bucket',
         keyPrefix: '{livekit-token}:ip:60000:tb:',
         policyName: 'livekit-token.ip',
         windowSeconds: 60,
         policyItem: '"livekit-token.ip";q=10;w=60',
+        need: 1,
+        take: 1,
+        costHeader: null,
+        countStatuses: null,
+        settles: false,
+        calendar: null,
       },
     );
     assert.equal(user.index, 1);
@@ -90,6 +98,19 @@ describe('compilePolicy', () => {
     assert.equal(global.keyPrefix, '{search}:global:60000:sw:');
     assert.equal(compiled.hash, 'abc123');
     assert.equal(compiled.loadedAt, 42);
+  });
+
+  it('compiles session: limits (null when absent, and null as a whole without session:)', () => {
+    const live: RouteConfig = {
+      id: 'live',
+      match: { path: '/ws/live', websocket: true, caseSensitive: false },
+      limits: [],
+      session: { idleTimeoutMs: 1_800_000, messages: { limit: 600, windowMs: 60_000 } },
+    };
+    const [compiledLive, search] = compilePolicy(policy([live, SEARCH]), 'h').routes;
+    assert.deepEqual(compiledLive.session, { maxDurationMs: null, idleTimeoutMs: 1_800_000, maxMessageBytes: null, messages: { limit: 600, windowMs: 60_000 } });
+    assert.ok(Object.isFrozen(compiledLive.session));
+    assert.equal(search.session, null);
   });
 
   it('route settings inherit: algorithm limit > route > defaults, mode, timeout, message', () => {

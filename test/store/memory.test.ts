@@ -13,6 +13,7 @@ import { MemoryStore } from '../../src/store/memory.js';
 import type { LimitCheck, StoreDecision } from '../../src/store/types.js';
 import { ReferenceStore, referenceCheck } from '../limiter/reference.js';
 import { loadVectors, runVector } from '../vectors/load.js';
+import { rateLimit } from '../helpers/limits.js';
 
 const SEED = Number(process.env.FC_SEED ?? 1_764_000_000);
 const NAMES: readonly AlgorithmName[] = ['sliding-window', 'sliding-log', 'fixed-window', 'token-bucket'];
@@ -39,22 +40,7 @@ function storeOnClock(maxKeys = 1000, maxBlocks = 1000) {
 }
 
 function limitOf(algorithm: AlgorithmName, windowMs: number, blockMs = 0, id = 'l'): CompiledLimit {
-  return {
-    index: 0,
-    routeId: 'memory-test',
-    by: 'ip',
-    kind: 'ip',
-    type: 'rate',
-    limit: 1,
-    windowMs,
-    blockMs,
-    for: 'any',
-    algorithm,
-    keyPrefix: `mem:${id}:${algorithm}:${windowMs}:`,
-    policyName: `memory-test.${id}`,
-    windowSeconds: Math.ceil(windowMs / 1000),
-    policyItem: '',
-  };
+  return rateLimit({ routeId: 'memory-test', by: id, limit: 1, windowMs, blockMs, algorithm, keyPrefix: `mem:${id}:${algorithm}:${windowMs}:` });
 }
 
 function check(limit: CompiledLimit, client: string, max: number): LimitCheck {
@@ -65,7 +51,7 @@ describe('MemoryStore: shared vectors', () => {
   for (const vector of loadVectors()) {
     it(vector.name, async () => {
       const { store, decide } = storeOnClock();
-      await runVector(vector, decide, undefined, (hold) => store.settle(hold));
+      await runVector(vector, decide, undefined, (hold, _now, deltas) => store.settle(hold, deltas));
     });
   }
 });

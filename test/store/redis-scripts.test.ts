@@ -6,11 +6,15 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { DECIDE_LUA, HEARTBEAT_LUA, SCRIPT_SHA1 } from '../../src/store/redis/scripts.js';
+import { DECIDE_LUA, HEARTBEAT_LUA, RENEW_LUA, SCRIPT_SHA1, SETTLE_LUA } from '../../src/store/redis/scripts.js';
 
-const SCRIPTS = { decide: DECIDE_LUA, heartbeat: HEARTBEAT_LUA } as const;
+const SCRIPTS = { decide: DECIDE_LUA, heartbeat: HEARTBEAT_LUA, settle: SETTLE_LUA, renew: RENEW_LUA } as const;
 
 describe('redis scripts registry', () => {
+  it('every pinned script is checked here', () => {
+    assert.deepEqual(Object.keys(SCRIPT_SHA1).sort(), Object.keys(SCRIPTS).sort());
+  });
+
   for (const [name, lua] of Object.entries(SCRIPTS)) {
     it(`${name}: the pinned sha1 is the sha1 of the script`, () => {
       const sha = createHash('sha1').update(lua).digest('hex');
@@ -21,24 +25,29 @@ describe('redis scripts registry', () => {
       for (const match of lua.matchAll(/call\('(\w+)',\s*([^,)]+)/g)) {
         const [, command, firstArg] = match;
         if (command === 'TIME') continue;
-        assert.match(firstArg.trim(), /^(KEYS\[[^\]]+\]|key|blockKeys\[i\])$/, `${command} must name a key from KEYS, got ${firstArg}`);
+        assert.match(firstArg.trim(), /^(KEYS\[[^\]]+\]|key|blockKeys\[i\]|strikeKey)$/, `${command} must name a key from KEYS, got ${firstArg}`);
       }
       // The names above hold only KEYS entries (`keys[i]` keeps each check's `key`).
-      for (const match of lua.matchAll(/\b(key|blockKeys\[i\])\s*=\s*([^\n]+)/g)) {
+      for (const match of lua.matchAll(/\b(key|blockKeys\[i\]|strikeKeys\[i\])\s*=\s*([^\n]+)/g)) {
         assert.match(match[2].trim(), /^(KEYS\[[^\]]+\]|keys\[i\])$/, `${match[1]} must be assigned from KEYS, got ${match[2]}`);
       }
+      // strikeKey is only ever a parameter, passed strikeKeys[i].
+      for (const match of lua.matchAll(/(?<!function )nextBlock\(sp, ([^)]+)\)/g)) assert.equal(match[1].trim(), 'strikeKeys[i]');
       for (const match of lua.matchAll(/\bkeys\[i\]\s*=\s*([^\n]+)/g)) assert.equal(match[1].trim(), 'key');
     });
   }
 
-  it('decide: every write carries its expiry (SET with PX, ZADD followed by PEXPIRE)', () => {
-    const sets = [...DECIDE_LUA.matchAll(/call\('SET'[^\n]*/g)].map((m) => m[0]);
-    assert.ok(sets.length >= 2);
-    for (const set of sets) assert.match(set, /'PX'/, set);
-    assert.doesNotMatch(DECIDE_LUA, /'(INCR|INCRBY|HSET|HINCRBY|EXPIRE)'/);
-    const zadd = DECIDE_LUA.indexOf("call('ZADD'");
-    assert.ok(zadd > 0 && DECIDE_LUA.indexOf("call('PEXPIRE'", zadd) > zadd, 'ZADD must be followed by PEXPIRE');
-  });
+  for (const [name, lua] of Object.entries({ decide: DECIDE_LUA, settle: SETTLE_LUA })) {
+    it(`${name}: every write carries its expiry (SET with PX, ZADD followed by PEXPIRE)`, () => {
+      const sets = [...lua.matchAll(/call\('SET'[^\n]*/g)].map((m) => m[0]);
+      assert.ok(sets.length >= 1);
+      for (const set of sets) assert.match(set, /'PX'/, set);
+      assert.doesNotMatch(lua, /'(INCR|INCRBY|HSET|HINCRBY|EXPIRE)'/);
+      for (const zadd of lua.matchAll(/call\('ZADD'/g)) {
+        assert.ok(lua.indexOf("call('PEXPIRE'", zadd.index) > zadd.index, 'ZADD must be followed by PEXPIRE');
+      }
+    });
+  }
 
   it('decide: fractional state is written with full double precision', () => {
     assert.match(DECIDE_LUA, /format\('%\.17g', x\)/);

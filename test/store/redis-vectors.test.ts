@@ -30,6 +30,12 @@ const SEED = Number(process.env.FC_SEED ?? 1_764_100_000);
 const NUM_RUNS = Number(process.env.FC_RUNS ?? 80);
 const ALGORITHM_NAMES: readonly AlgorithmName[] = ['sliding-window', 'sliding-log', 'fixed-window', 'token-bucket'];
 
+/**
+ * The Redis store's own clock (settlements read it; with `clock: local` they name the
+ * window by it): vectors set it to the step's time; everything else runs on real time.
+ */
+let redisNow: number | undefined;
+
 async function openStore(target: RedisTarget, name: string): Promise<RedisStore> {
   const store = createRedisStore({
     config: {
@@ -42,7 +48,7 @@ async function openStore(target: RedisTarget, name: string): Promise<RedisStore>
       clock: 'local',
       expectedReplicas: 1,
     },
-    clock: Date.now,
+    clock: () => redisNow ?? Date.now(),
     logger: createLogger('silent'),
     memoryFallback: { maxKeys: 10_000, maxBlocks: 10_000 },
     blockCache: false,
@@ -52,7 +58,11 @@ async function openStore(target: RedisTarget, name: string): Promise<RedisStore>
 }
 
 /** A MemoryStore whose clock is the schedule's `now`, as the proxy runs it. */
-function memoryStore(): { store: MemoryStore; decide: (checks: readonly LimitCheck[], now: number, shadow?: boolean) => StoreDecision } {
+function memoryStore(): {
+  store: MemoryStore;
+  decide: (checks: readonly LimitCheck[], now: number, shadow?: boolean) => StoreDecision;
+  setNow: (now: number) => void;
+} {
   let current = 0;
   const store = new MemoryStore({ maxKeys: 100_000, maxBlocks: 100_000, clock: () => current });
   return {
@@ -60,6 +70,9 @@ function memoryStore(): { store: MemoryStore; decide: (checks: readonly LimitChe
     decide: (checks, now, shadow = false) => {
       current = now;
       return store.decide(checks, now, shadow);
+    },
+    setNow: (now) => {
+      current = now;
     },
   };
 }
@@ -96,13 +109,18 @@ describe('redis store = memory store (clock: local)', () => {
           return fromRedis;
         },
         undefined,
-        async (hold) => {
-          (store as RedisStore).settle(hold);
-          memory.store.settle(memoryHolds.get(hold) as StoreHold);
+        async (hold, now, deltas) => {
+          // The stores read their clocks when settling: the memory store's is set here; Redis
+          // (clock: local) is handed `now` by its clock option below.
+          memory.setNow(now);
+          redisNow = now;
+          (store as RedisStore).settle(hold, deltas);
+          memory.store.settle(memoryHolds.get(hold) as StoreHold, deltas);
           await (store as RedisStore).settled();
         },
       );
     }
+    redisNow = undefined;
   });
 
   it('agrees with MemoryStore on random schedules, outcome by outcome', async (t) => {

@@ -10,6 +10,7 @@ import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import type { CompiledLimit } from '../../src/policy/types.js';
+import { concurrencyLimit, rateLimit } from '../helpers/limits.js';
 import type { LimitCheck, StoreDecision, StoreHold } from '../../src/store/types.js';
 
 const VECTOR_DIR = fileURLToPath(new URL('.', import.meta.url));
@@ -20,8 +21,17 @@ const limitSchema = z.strictObject({
   id: z.string().regex(/^[a-z0-9-]+$/),
   /** `concurrent`: a concurrency limit (slots held at once), with no window or block. */
   algorithm: z.enum(['sliding-window', 'sliding-log', 'fixed-window', 'token-bucket', 'concurrent']),
+  /** A calendar window's nominal length (see `period`). */
   windowMs: z.number().int().positive().optional(),
   blockMs: nonNegativeInt.optional(),
+  /** Escalating blocks (two or more durations; `blockMs` is then the first). */
+  blocks: z.array(z.number().int().positive()).min(2).optional(),
+  /** Default: twice the longest block. */
+  forgetAfterMs: z.number().int().positive().optional(),
+  /** A static weight N (needs and takes N units), or a cost the upstream reports (needs 1, reserves `default`). */
+  cost: z.union([z.number().int().positive(), z.strictObject({ default: nonNegativeInt })]).optional(),
+  /** Calendar periods (fixed-window only): `{ unit: "mo", count: 1, timezone: "Europe/Berlin" }`. */
+  period: z.strictObject({ unit: z.enum(['d', 'w', 'mo']), count: z.number().int().positive(), timezone: z.string().optional() }).optional(),
 });
 
 const checkSchema = z.strictObject({
@@ -40,6 +50,8 @@ const outcomeSchema = z.strictObject({
   count: nonNegativeInt,
   blockedUntil: nonNegativeInt,
   blockStarted: z.boolean(),
+  /** The strike of the block this request started (escalating blocks); omitted: 0, or 1 with blockStarted. */
+  strike: nonNegativeInt.optional(),
 });
 
 /** One decision. */
@@ -60,11 +72,13 @@ const decideStepSchema = z.strictObject({
   hold: z.string().optional(),
 });
 
-/** The exchange of a kept decision ended: give back what it holds. */
+/** The exchange of a kept decision ended: give back what it holds, and add `deltas[i]` units to check i. */
 const settleStepSchema = z.strictObject({
   at: nonNegativeInt,
   note: z.string().optional(),
   settle: z.string(),
+  /** Per check of the kept decision: units to add (negative: give back); omitted: none. */
+  deltas: z.array(z.number().int()).optional(),
 });
 
 const stepSchema = z.union([decideStepSchema, settleStepSchema]);
@@ -86,8 +100,8 @@ export type Vector = z.infer<typeof vectorSchema>;
 /** Decides one request; a store's `decide` (with its clock set to `now`) fits. */
 export type Decide = (checks: readonly LimitCheck[], now: number, shadow: boolean) => StoreDecision | Promise<StoreDecision>;
 
-/** Gives back a kept hold at `now` and resolves once the store applied it (Redis: `settled()`). */
-export type Settle = (hold: StoreHold, now: number) => void | Promise<void>;
+/** Gives back a kept hold at `now` (with per-check unit deltas) and resolves once the store applied it (Redis: `settled()`). */
+export type Settle = (hold: StoreHold, now: number, deltas: readonly number[] | null) => void | Promise<void>;
 
 /** Builds the `CompiledLimit` for a vector limit; replace it to add a per-run key namespace. */
 export type MakeLimit = (spec: VectorLimit, vector: Vector, index: number) => CompiledLimit;
@@ -100,27 +114,25 @@ export function vectorKeyPrefix(vectorName: string, limitId: string): string {
 /** The default `MakeLimit`: a by-ip limit whose key prefix is `vectorKeyPrefix`. */
 export const makeVectorLimit: MakeLimit = (spec, vector, index) => {
   const firstUse = vector.steps.flatMap((s) => ('checks' in s ? s.checks : [])).find((c) => c.limit === spec.id);
-  const common = {
-    index,
-    routeId: `vec-${vector.name}`,
-    by: 'ip',
-    kind: 'ip' as const,
-    limit: firstUse?.max ?? 1,
-    for: 'any' as const,
-    keyPrefix: vectorKeyPrefix(vector.name, spec.id),
-    policyName: `vec-${vector.name}.${spec.id}`,
-    policyItem: '',
-  };
-  if (spec.algorithm === 'concurrent') return { ...common, type: 'concurrent' };
-  const windowMs = spec.windowMs as number;
-  return {
-    ...common,
-    type: 'rate',
-    windowMs,
-    blockMs: spec.blockMs as number,
+  const routeId = `vec-${vector.name}`;
+  const keyPrefix = vectorKeyPrefix(vector.name, spec.id);
+  const limit = firstUse?.max ?? 1;
+  if (spec.algorithm === 'concurrent') return concurrencyLimit({ routeId, by: spec.id, concurrent: limit, index, keyPrefix });
+  const cost = spec.cost === undefined || typeof spec.cost === 'number' ? spec.cost : { header: 'x-cost', default: spec.cost.default, max: Number.MAX_SAFE_INTEGER };
+  return rateLimit({
+    routeId,
+    by: spec.id,
+    limit,
+    windowMs: spec.windowMs as number,
+    blockMs: spec.blockMs,
+    blocks: spec.blocks,
+    forgetAfterMs: spec.forgetAfterMs,
+    cost,
+    period: spec.period,
     algorithm: spec.algorithm,
-    windowSeconds: Math.ceil(windowMs / 1000),
-  };
+    index,
+    keyPrefix,
+  });
 };
 
 /** Cross-field rules a schema cannot express; throws naming the file and step. */
@@ -135,18 +147,22 @@ function checkConsistency(vector: Vector, file: string): void {
     }
   }
   let previousAt = -Infinity;
-  const held = new Set<string>();
+  /** Kept holds: name -> the number of checks of the decision. */
+  const held = new Map<string, number>();
   vector.steps.forEach((step, i) => {
     const where = `${file}: step ${i} (at ${step.at})`;
     if (step.at < previousAt) throw new Error(`${where}: time goes backwards`);
     previousAt = step.at;
     if ('settle' in step) {
-      if (!held.delete(step.settle)) throw new Error(`${where}: settles "${step.settle}", which no earlier step holds (or it was settled already)`);
+      const checks = held.get(step.settle);
+      if (checks === undefined) throw new Error(`${where}: settles "${step.settle}", which no earlier step holds (or it was settled already)`);
+      held.delete(step.settle);
+      if (step.deltas !== undefined && step.deltas.length !== checks) throw new Error(`${where}: ${step.deltas.length} deltas for a decision of ${checks} checks`);
       return;
     }
     if (step.hold !== undefined) {
       if (held.has(step.hold)) throw new Error(`${where}: hold "${step.hold}" is already in use`);
-      held.add(step.hold);
+      held.set(step.hold, step.checks.length);
     }
     if (step.expect.slots !== undefined && step.expect.slots.length !== step.checks.length) {
       throw new Error(`${where}: ${step.checks.length} checks but ${step.expect.slots.length} slots`);
@@ -202,7 +218,7 @@ export async function runVector(
       assert.ok(hold !== undefined, `${where}: the decision kept as "${step.settle}" holds nothing`);
       assert.ok(settle !== undefined, `${where}: this store's runner has no settle`);
       holds.delete(step.settle);
-      await settle(hold, step.at);
+      await settle(hold, step.at, step.deltas ?? null);
       continue;
     }
     const checks: LimitCheck[] = step.checks.map((c) => {
@@ -222,6 +238,7 @@ export async function runVector(
         count: o.count,
         blockedUntil: o.blockedUntil,
         blockStarted: o.blockStarted,
+        strike: o.strike,
       })),
       slots: decision.hold?.slots ?? checks.map(() => false),
     };
@@ -236,6 +253,7 @@ export async function runVector(
         count: o.count,
         blockedUntil: o.blockedUntil,
         blockStarted: o.blockStarted,
+        strike: o.strike ?? (o.blockStarted ? 1 : 0),
       })),
       slots: step.expect.slots ?? checks.map(() => false),
     };

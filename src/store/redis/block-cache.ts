@@ -69,8 +69,9 @@ export class BlockCache {
               count: entry.count,
               blockedUntil: entry.until,
               blockStarted: false,
+              strike: 0,
             }
-          : { allowed: true, max, remaining: max, resetAt: now, retryAfterMs: 0, count: 0, blockedUntil: 0, blockStarted: false };
+          : { allowed: true, max, remaining: max, resetAt: now, retryAfterMs: 0, count: 0, blockedUntil: 0, blockStarted: false, strike: 0 };
     }
     return { allowed: false, outcomes };
   }

@@ -3,55 +3,44 @@
  * `MemoryStore.decide` (src/store/memory.ts) and the four algorithms of
  * src/limiter/algorithms/ written a second time: same operations on IEEE-754
  * doubles, in the same order, so both stores give the same answers to the same
- * schedule (test/store/redis-vectors.test.ts holds them to it).
+ * schedule (test/store/redis-vectors.test.ts holds them to it). `SETTLE_LUA` is
+ * `MemoryStore.settle` with the algorithms' `adjust`; both scripts share the state
+ * and algorithm code below (`COMMON_LUA`).
  *
  * Each script's sha1 is pinned below; test/store/redis-scripts.test.ts recomputes
  * it offline, so editing a script without updating its hash fails without Redis.
  */
 
 /**
- * One batch of decisions, one round trip. Per decision: reads every block and state,
- * peeks every limit and, only if all pass, counts all; otherwise starts the blocks of
- * the refused limits. Decisions run in order, so each sees the writes of the ones
- * before it: exactly the semantics of sequential calls. Every write carries its
- * expiry (SET ... PX, ZADD + PEXPIRE in the same script).
+ * A check's spec, shared by both scripts: "code max windowMs block need take [p0 p1 p2 p3]"
+ * - code: fw | sw | sl | tb, or cc for a concurrency check (windowMs = lease length);
+ * - block: block ms (0 = none), or an escalating list "ms,ms,...,ms/forgetAfterMs";
+ * - need / take: units left that admit the request / units it takes;
+ * - p0..p3 (fixed-window calendar periods only): the starts of the previous, current and
+ *   next periods and the end of the next, computed by TypeScript (Lua has no time-zone
+ *   database); the script picks the period containing its own `now`.
+ * One argument, not many: fewer to encode and copy, and the checks of one route repeat
+ * the same few specs, parsed once per script call.
+ *
+ * States: fixed-window, sliding-window and token-bucket keep their state and block in
+ * one string ("b<blockedUntil> n n [n]", %.17g numbers, blockedUntil 0 = none): one key
+ * and one GET per check. A value in any other form reads as no state (and is
+ * overwritten). sliding-log's state is a ZSET, so its block is a second key (a string:
+ * blocked-until ms). An escalating limit's strike count is one more key (a string,
+ * expiring `forgetAfter` after its block ends).
  */
-export const DECIDE_LUA = `-- tollgate decide (batched)
--- KEYS        per check, in decision order: its state key. fixed-window, sliding-window
---             and token-bucket keep their block in the same string ("b<blockedUntil> n n
---             [n]", %.17g numbers, blockedUntil 0 = none): one key and one GET per check.
---             A value in any other form reads as no state (and is overwritten).
---             sliding-log's state is a ZSET, so its block follows as a second key
---             (a string: blocked-until ms).
--- ARGV[1]     ms added to every TTL (slack for clock: local; 0 with TIME)
--- ARGV[2]     batch id, unique across replicas (sliding-log members)
--- then per decision: now in ms ('' = the server clock, TIME, read once per batch),
---   check count n, flags ('s' = shadow: take the concurrency slots even when refused,
---   '' = none), and per check one spec "code max windowMs blockMs" (code: fw|sw|sl|tb,
---   or cc for a concurrency check, whose windowMs is the lease length; one argument,
---   not four: fewer arguments to encode and copy, and the checks of one route repeat
---   the same few specs, parsed once per batch)
--- A concurrency check's key is a ZSET of leases: member = "<batch id>:<decision>:<check>"
--- (what the store gives back on release), score = the lease's expiry; expired leases are
--- dropped when the key is read, so a dead replica's slots free themselves.
--- Returns one string of space-separated numbers (cheaper for the client to decode
--- than an array): the server's now (0 if unused), then per decision and check:
--- allowed 0/1, remaining, resetAt, retryAfterMs, count, blockedUntil (0 = none),
--- blockStarted 0/1.
-local floor, ceil, fmod, min, max = math.floor, math.ceil, math.fmod, math.min, math.max
-local format, match, tonumber = string.format, string.match, tonumber
+const COMMON_LUA = `local floor, ceil, fmod, min, max = math.floor, math.ceil, math.fmod, math.min, math.max
+local format, match, gmatch, tonumber = string.format, string.match, string.gmatch, tonumber
 local call = redis.call
 
-local slack = tonumber(ARGV[1])
-local bid = ARGV[2]
-local serverNow = nil
--- The decision being run: every algorithm below reads it.
+local slack = 0
+-- The time being decided at: every algorithm below reads it.
 local now = 0
 
 local function fmt(x) return format('%.17g', x) end
 
 -- String states are parsed once and then kept here (every write updates them), so a
--- key named twice in a batch is consumed twice, as MemoryStore does with its shared
+-- key named twice in one call is consumed twice, as MemoryStore does with its shared
 -- state object. A state is {n, n, n?, blk = blocked-until}; st[1] is nil for a key
 -- with no counter state (absent, or holding only a block).
 local states = {}
@@ -70,16 +59,190 @@ local function load(key)
   states[key] = st
   return st
 end
+-- Writes a string state with its TTL; a running block is kept, and keeps the key alive.
+local function store(key, st, ttl)
+  local blk = st.blk
+  local v
+  if st[3] == nil then v = format('b%.17g %.17g %.17g', blk, st[1], st[2])
+  else v = format('b%.17g %.17g %.17g %.17g', blk, st[1], st[2], st[3]) end
+  if blk > now and blk - now > ttl then ttl = blk - now end
+  call('SET', key, v, 'PX', ceil(ttl + slack))
+end
 -- Counting happens only when no limit of the decision is blocked: the stored block
 -- (if any) has ended, so it is dropped.
 local function store2(key, a, b, ttl)
-  states[key] = {a, b, blk = 0}
-  call('SET', key, format('b0 %.17g %.17g', a, b), 'PX', ceil(ttl + slack))
+  local st = {a, b, blk = 0}
+  states[key] = st
+  store(key, st, ttl)
 end
 local function store3(key, a, b, c, ttl)
-  states[key] = {a, b, c, blk = 0}
-  call('SET', key, format('b0 %.17g %.17g %.17g', a, b, c), 'PX', ceil(ttl + slack))
+  local st = {a, b, c, blk = 0}
+  states[key] = st
+  store(key, st, ttl)
 end
+
+-- Spec string -> {code, max, window ms, block ms, need, take, blocks = {..} | nil,
+-- forget = ms, periods = {p0, p1, p2, p3} | nil}, parsed once per call.
+local specs = {}
+local function spec(s)
+  local sp = specs[s]
+  if sp ~= nil then return sp end
+  local f = {}
+  for tok in gmatch(s, '%S+') do f[#f + 1] = tok end
+  sp = {f[1], tonumber(f[2]), tonumber(f[3]), 0, tonumber(f[5]), tonumber(f[6])}
+  local block = f[4] or ''
+  local list, forget = match(block, '^([%d,]+)/(%d+)$')
+  if list then
+    sp.blocks = {}
+    for ms in gmatch(list, '%d+') do sp.blocks[#sp.blocks + 1] = tonumber(ms) end
+    sp[4] = sp.blocks[1]
+    sp.forget = tonumber(forget)
+  else
+    sp[4] = tonumber(block)
+  end
+  if f[7] then sp.periods = {tonumber(f[7]), tonumber(f[8]), tonumber(f[9]), tonumber(f[10])} end
+  if not sp[1] or not sp[2] or not sp[3] or not sp[4] or not sp[5] or not sp[6] then sp = false end
+  specs[s] = sp
+  return sp
+end
+
+-- The window of a check at time t: its start and length (calendar periods: the one the
+-- spec's bounds put t in; else aligned to the epoch).
+local function windowAt(sp, t)
+  local p = sp.periods
+  if p == nil then return t - fmod(t, sp[3]), sp[3] end
+  if t >= p[3] then return p[3], p[4] - p[3] end
+  if t >= p[2] then return p[2], p[3] - p[2] end
+  return p[1], p[2] - p[1]
+end
+
+-- fixed-window: {start, count}
+local function fwPeek(st, mx, start, w, need, take)
+  local count = 0
+  if st[1] == start then count = st[2] end
+  local resetAt = start + w
+  if count + need <= mx then return 1, max(0, mx - count - take), resetAt, 0, count + take end
+  return 0, 0, resetAt, resetAt - now, count
+end
+local function fwConsume(key, st, start, w, take)
+  local count = 0
+  if st[1] == start then count = st[2] end
+  store2(key, start, count + take, max(1, start + w - now))
+end
+local function fwAdjust(key, st, takenStart, w, delta)
+  if st[1] ~= takenStart then return end
+  st[2] = max(0, st[2] + delta)
+  store(key, st, max(1, st[1] + w - now))
+end
+
+-- sliding-window: {start, cur, prev}
+local function swRotate(st, w)
+  local start = now - fmod(now, w)
+  if st[1] == nil or st[1] < start - w or st[1] > start then return start, 0, 0 end
+  if st[1] == start then return start, st[2], st[3] end
+  return start, 0, st[2]
+end
+local function swWait(start, cur, prev, mx, w, need)
+  if cur + need <= mx and prev > 0 then
+    local elapsed = ceil(w - ((mx - cur - need) * w) / prev)
+    if elapsed < w then return start + elapsed - now end
+  end
+  local nxt = start + w
+  if cur <= mx - need then return nxt - now end
+  local elapsed = ceil(w - ((mx - need) * w) / cur)
+  return nxt + elapsed - now
+end
+local function swPeek(st, mx, w, need, take)
+  local start, cur, prev = swRotate(st, w)
+  local estimate = (prev * (w - (now - start))) / w + cur
+  local resetAt = start + w
+  if estimate + need <= mx then
+    return 1, max(0, floor(mx - estimate - take)), resetAt, 0, ceil(estimate) + take
+  end
+  local retry = max(1, swWait(start, cur, prev, mx, w, need))
+  return 0, 0, max(resetAt, now + retry), retry, ceil(estimate)
+end
+local function swConsume(key, st, w, take)
+  local start, cur, prev = swRotate(st, w)
+  store3(key, start, cur + take, prev, max(1, start + 2 * w - now))
+end
+local function swAdjust(key, st, w, delta, takenAt)
+  if st[1] == nil then return end
+  local start, cur, prev = swRotate(st, w)
+  local takenStart = takenAt - fmod(takenAt, w)
+  if takenStart == start then cur = max(0, cur + delta)
+  elseif takenStart == start - w then prev = max(0, prev + delta) end
+  st[1], st[2], st[3] = start, cur, prev
+  store(key, st, max(1, start + 2 * w - now))
+end
+
+-- token-bucket: {units, at}; one token = w units, so every quantity is an integer
+local function tbAvailable(st, mx, w)
+  if st[1] == nil then return mx * w end
+  local elapsed = 0
+  if now > st[2] then elapsed = now - st[2] end
+  return min(mx * w, st[1] + elapsed * mx)
+end
+local function tbTtl(units, at, mx, w)
+  return max(1, ceil((mx * w - tbAvailable({units, at}, mx, w)) / mx))
+end
+local function tbPeek(st, mx, w, need, take)
+  local cap = mx * w
+  local units = tbAvailable(st, mx, w)
+  if units >= need * w then
+    local left = units - take * w
+    local remaining = 0
+    if left > 0 then remaining = floor(left / w) end
+    return 1, remaining, now + ceil((cap - left) / mx), 0, ceil((cap - left) / w)
+  end
+  return 0, 0, now + ceil((cap - units) / mx), ceil((need * w - units) / mx), ceil((cap - units) / w)
+end
+local function tbConsume(key, st, mx, w, take)
+  local units = tbAvailable(st, mx, w) - take * w
+  local at = now
+  if st[1] ~= nil then at = max(now, st[2]) end
+  store2(key, units, at, tbTtl(units, at, mx, w))
+end
+local function tbAdjust(key, st, mx, w, delta)
+  local units = min(mx * w, tbAvailable(st, mx, w) - delta * w)
+  if st[1] == nil then
+    -- No state is a full bucket: a give-back changes nothing, a charge starts from full.
+    if delta > 0 then store2(key, units, now, tbTtl(units, now, mx, w)) end
+    return
+  end
+  local at = max(now, st[2])
+  st[1], st[2] = units, at
+  store(key, st, tbTtl(units, at, mx, w))
+end
+`;
+
+/**
+ * One batch of decisions, one round trip. Per decision: reads every block and state,
+ * peeks every limit and, only if all pass, counts all; otherwise starts the blocks of
+ * the refused limits. Decisions run in order, so each sees the writes of the ones
+ * before it: exactly the semantics of sequential calls. Every write carries its
+ * expiry (SET ... PX, ZADD + PEXPIRE in the same script).
+ */
+export const DECIDE_LUA = `-- tollgate decide (batched)
+-- KEYS        per check, in decision order: its state key; sliding-log adds its block
+--             key, an escalating limit its strike key (in that order).
+-- ARGV[1]     ms added to every TTL (slack for clock: local; 0 with TIME)
+-- ARGV[2]     batch id, unique across replicas (sliding-log and lease members)
+-- then per decision: now in ms ('' = the server clock, TIME, read once per batch),
+--   check count n, flags ('s' = shadow: take the concurrency slots even when refused,
+--   '' = none), and per check its spec (see COMMON_LUA).
+-- A concurrency check's key is a ZSET of leases: member = "<batch id>:<decision>:<check>"
+-- (what the store gives back on release), score = the lease's expiry; expired leases are
+-- dropped when the key is read, so a dead replica's slots free themselves.
+-- Returns one string of space-separated numbers (cheaper for the client to decode
+-- than an array): the server's now (0 if unused), then per decision and check:
+-- allowed 0/1, remaining, resetAt, retryAfterMs, count, blockedUntil (0 = none),
+-- blockStarted 0/1, strike (of the block started, 0 = none).
+${COMMON_LUA}
+slack = tonumber(ARGV[1])
+local bid = ARGV[2]
+local serverNow = nil
+
 -- Starts a block on a string state: the counts are kept as they are, and the key lives
 -- until the later of its own expiry and the block's end.
 local function storeBlock(key, untilMs, blockMs)
@@ -93,77 +256,6 @@ local function storeBlock(key, untilMs, blockMs)
   local left = call('PTTL', key)
   if left > ttl then ttl = left end
   call('SET', key, v, 'PX', ttl)
-end
-
--- fixed-window: {start, count}
-local function fwPeek(st, mx, w)
-  local start = now - fmod(now, w)
-  local count = 0
-  if st[1] == start then count = st[2] end
-  local resetAt = start + w
-  if count + 1 <= mx then return 1, mx - count - 1, resetAt, 0, count + 1 end
-  return 0, 0, resetAt, resetAt - now, count
-end
-local function fwConsume(key, st, mx, w)
-  local start = now - fmod(now, w)
-  local count = 0
-  if st[1] == start then count = st[2] end
-  store2(key, start, count + 1, max(1, start + w - now))
-end
-
--- sliding-window: {start, cur, prev}
-local function swRotate(st, w)
-  local start = now - fmod(now, w)
-  if st[1] == nil or st[1] < start - w or st[1] > start then return start, 0, 0 end
-  if st[1] == start then return start, st[2], st[3] end
-  return start, 0, st[2]
-end
-local function swWait(start, cur, prev, mx, w)
-  if cur + 1 <= mx and prev > 0 then
-    local elapsed = ceil(w - ((mx - cur - 1) * w) / prev)
-    if elapsed < w then return start + elapsed - now end
-  end
-  local nxt = start + w
-  if cur <= mx - 1 then return nxt - now end
-  local elapsed = ceil(w - ((mx - 1) * w) / cur)
-  return nxt + elapsed - now
-end
-local function swPeek(st, mx, w)
-  local start, cur, prev = swRotate(st, w)
-  local estimate = (prev * (w - (now - start))) / w + cur
-  local resetAt = start + w
-  if estimate + 1 <= mx then
-    return 1, floor(mx - estimate - 1), resetAt, 0, ceil(estimate) + 1
-  end
-  local retry = max(1, swWait(start, cur, prev, mx, w))
-  return 0, 0, max(resetAt, now + retry), retry, ceil(estimate)
-end
-local function swConsume(key, st, mx, w)
-  local start, cur, prev = swRotate(st, w)
-  store3(key, start, cur + 1, prev, max(1, start + 2 * w - now))
-end
-
--- token-bucket: {units, at}; one token = w units, so every quantity is an integer
-local function tbAvailable(st, mx, w)
-  if st[1] == nil then return mx * w end
-  local elapsed = 0
-  if now > st[2] then elapsed = now - st[2] end
-  return min(mx * w, st[1] + elapsed * mx)
-end
-local function tbPeek(st, mx, w)
-  local cap = mx * w
-  local units = tbAvailable(st, mx, w)
-  if units >= w then
-    local left = units - w
-    return 1, floor(left / w), now + ceil((cap - left) / mx), 0, ceil((cap - left) / w)
-  end
-  return 0, 0, now + ceil((cap - units) / mx), ceil((w - units) / mx), ceil((cap - units) / w)
-end
-local function tbConsume(key, st, mx, w)
-  local units = tbAvailable(st, mx, w) - w
-  local at = now
-  if st[1] ~= nil then at = max(now, st[2]) end
-  store2(key, units, at, max(1, ceil((mx * w - tbAvailable({units, at}, mx, w)) / mx)))
 end
 
 -- sliding-log: a ZSET of request timestamps (scores); members are request ids
@@ -197,25 +289,26 @@ local function ccTake(key, lease, member)
   if call('PTTL', key) < ttl then call('PEXPIRE', key, ttl) end
 end
 
-local out = {''}
-
--- Spec string -> {code, max, window ms, block ms}, parsed once per batch.
-local specs = {}
-local function spec(s)
-  local sp = specs[s]
-  if sp then return sp end
-  local code, mx, w, b = match(s, '^(%a+) (%S+) (%S+) (%S+)$')
-  sp = {code, tonumber(mx), tonumber(w), tonumber(b)}
-  if not code or not sp[2] or not sp[3] or not sp[4] then
-    sp = false
+-- The next block of an escalating limit: strike = the remembered one + 1 while it is
+-- remembered ("<strike> <forgetAt>": forgetAfter after the previous block ended; the
+-- key's TTL only collects it), length = that strike's entry, the last repeating.
+local function nextBlock(sp, strikeKey)
+  local strike = 1
+  local v = call('GET', strikeKey)
+  if v then
+    local n, forgetAt = match(v, '^(%d+) (%S+)$')
+    if n and tonumber(forgetAt) > now then strike = tonumber(n) + 1 end
   end
-  specs[s] = sp
-  return sp
+  local ms = sp.blocks[min(strike, #sp.blocks)]
+  call('SET', strikeKey, format('%d %.17g', strike, now + ms + sp.forget), 'PX', ceil(ms + sp.forget + slack))
+  return strike, ms
 end
+
+local out = {''}
 
 -- Per check of the decision being run, reused across decisions (entries 1..n are
 -- written before they are read): allocating them per decision cost ~6% of the script.
-local passed, verdicts, blocked, checks, keys, blockKeys = {}, {}, {}, {}, {}, {}
+local passed, verdicts, blocked, checks, keys, blockKeys, strikeKeys, starts, widths = {}, {}, {}, {}, {}, {}, {}, {}, {}
 
 -- One decision: its keys start after KEYS[k], its checks' args at ARGV[a]. Returns an
 -- error reply, or nil and the index of its last key.
@@ -226,7 +319,7 @@ local function decide(k, a, n, rid, shadow)
     local sp = spec(ARGV[a + i - 1])
     if not sp then return redis.error_reply('tollgate: bad check spec ' .. tostring(ARGV[a + i - 1])) end
     checks[i] = sp
-    local code, mx, w = sp[1], sp[2], sp[3]
+    local code, mx, w, need, take = sp[1], sp[2], sp[3], sp[5], sp[6]
     k = k + 1
     local key = KEYS[k]
     keys[i] = key
@@ -240,12 +333,18 @@ local function decide(k, a, n, rid, shadow)
     else
       untilMs = load(key).blk
     end
+    if sp.blocks then
+      k = k + 1
+      strikeKeys[i] = KEYS[k]
+    end
     if untilMs > now then blocked[i] = untilMs else blocked[i] = 0 end
     -- A peek answers: allowed 0/1, remaining, resetAt, retryAfterMs, count.
     local ok, remaining, resetAt, retry, count
-    if code == 'sw' then ok, remaining, resetAt, retry, count = swPeek(load(key), mx, w)
-    elseif code == 'fw' then ok, remaining, resetAt, retry, count = fwPeek(load(key), mx, w)
-    elseif code == 'tb' then ok, remaining, resetAt, retry, count = tbPeek(load(key), mx, w)
+    if code == 'sw' then ok, remaining, resetAt, retry, count = swPeek(load(key), mx, w, need, take)
+    elseif code == 'fw' then
+      starts[i], widths[i] = windowAt(sp, now)
+      ok, remaining, resetAt, retry, count = fwPeek(load(key), mx, starts[i], widths[i], need, take)
+    elseif code == 'tb' then ok, remaining, resetAt, retry, count = tbPeek(load(key), mx, w, need, take)
     elseif code == 'sl' then ok, remaining, resetAt, retry, count = slPeek(key, mx, w)
     elseif code == 'cc' then ok, remaining, resetAt, retry, count = ccPeek(key, mx)
     else return redis.error_reply('tollgate: unknown algorithm ' .. tostring(code)) end
@@ -257,24 +356,26 @@ local function decide(k, a, n, rid, shadow)
   -- 2. count all, or count nothing and start the blocks of the refused limits
   for i = 1, n do
     local sp = checks[i]
-    local code, mx, w, blockMs = sp[1], sp[2], sp[3], sp[4]
+    local code, mx, w, blockMs, take = sp[1], sp[2], sp[3], sp[4], sp[6]
     local key = keys[i]
-    local started = 0
+    local started, strike = 0, 0
     if code == 'cc' then
       if allowed or shadow then ccTake(key, w, rid .. ':' .. i) end
     elseif allowed then
-      if code == 'sw' then swConsume(key, load(key), mx, w)
-      elseif code == 'fw' then fwConsume(key, load(key), mx, w)
-      elseif code == 'tb' then tbConsume(key, load(key), mx, w)
+      if code == 'sw' then swConsume(key, load(key), w, take)
+      elseif code == 'fw' then fwConsume(key, load(key), starts[i], widths[i], take)
+      elseif code == 'tb' then tbConsume(key, load(key), mx, w, take)
       else slConsume(key, mx, w, rid .. ':' .. i) end
     elseif blocked[i] == 0 and passed[i] == 0 and blockMs > 0 then
+      strike = 1
+      if sp.blocks then strike, blockMs = nextBlock(sp, strikeKeys[i]) end
       blocked[i] = now + blockMs
       if code == 'sl' then call('SET', blockKeys[i], fmt(blocked[i]), 'PX', ceil(blockMs + slack))
       else storeBlock(key, blocked[i], blockMs) end
       started = 1
     end
     out[#out + 1] = verdicts[i]
-    out[#out + 1] = format('%.17g %d', blocked[i], started)
+    out[#out + 1] = format('%.17g %d %d', blocked[i], started, strike)
   end
   return nil, k
 end
@@ -302,34 +403,45 @@ return table.concat(out, ' ')
 `;
 
 /**
- * Replica heartbeat: records this replica in a sorted set scored by the server clock,
- * drops replicas not seen for the live window and returns how many are live.
- */
-export const HEARTBEAT_LUA = `-- tollgate heartbeat
--- KEYS[1]  the replicas sorted set (member = replica id, score = last seen, server ms)
--- ARGV[1]  this replica's id
--- ARGV[2]  live window ms: replicas not seen for longer are dropped
--- ARGV[3]  TTL of the set in ms
--- Returns the number of live replicas (this one included).
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[1], string.format('%.17g', now), ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%.17g', now - tonumber(ARGV[2])))
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return redis.call('ZCARD', KEYS[1])
-`;
-
-/**
- * Gives back what finished exchanges held: releases concurrency slots. One call per
- * event-loop turn carries every release of that turn.
+ * Settles what finished exchanges held: releases concurrency slots and adds (or gives
+ * back) units to the rate checks that were counted, in the window they were taken
+ * from. One call per event-loop turn carries every settlement of that turn.
  */
 export const SETTLE_LUA = `-- tollgate settle (batched)
--- KEYS   per release: the concurrency key (a ZSET of leases)
--- ARGV   per release: the lease member to remove
+-- KEYS     the concurrency keys of the r releases, then the state key of each adjustment
+-- ARGV[1]  r, the number of releases
+-- ARGV[2]  ms added to every TTL (slack for clock: local)
+-- ARGV[3]  now in ms ('' = the server clock, TIME)
+-- ARGV[3 + i], i = 1..r: the lease member to remove from KEYS[i]
+-- then per adjustment: its check's spec (see COMMON_LUA), when the units were taken
+--   (the decision's now), and the units to add (negative: give back)
 -- Returns the number of leases removed (an expired or unknown one counts 0).
+${COMMON_LUA}
+local r = tonumber(ARGV[1])
+slack = tonumber(ARGV[2])
+now = tonumber(ARGV[3])
+if now == nil then
+  local time = call('TIME')
+  now = tonumber(time[1]) * 1000 + floor(tonumber(time[2]) / 1000)
+end
 local removed = 0
-for i = 1, #KEYS do
-  removed = removed + redis.call('ZREM', KEYS[i], ARGV[i])
+for i = 1, r do
+  removed = removed + call('ZREM', KEYS[i], ARGV[3 + i])
+end
+local a = 4 + r
+for i = r + 1, #KEYS do
+  local sp = spec(ARGV[a])
+  local takenAt, delta = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  a = a + 3
+  if sp then
+    local key = KEYS[i]
+    local code, mx, w = sp[1], sp[2], sp[3]
+    if code == 'fw' then
+      local takenStart, width = windowAt(sp, takenAt)
+      fwAdjust(key, load(key), takenStart, width, delta)
+    elseif code == 'sw' then swAdjust(key, load(key), w, delta, takenAt)
+    elseif code == 'tb' then tbAdjust(key, load(key), mx, w, delta) end
+  end
 end
 return removed
 `;
@@ -363,10 +475,28 @@ end
 return renewed
 `;
 
+/**
+ * Replica heartbeat: records this replica in a sorted set scored by the server clock,
+ * drops replicas not seen for the live window and returns how many are live.
+ */
+export const HEARTBEAT_LUA = `-- tollgate heartbeat
+-- KEYS[1]  the replicas sorted set (member = replica id, score = last seen, server ms)
+-- ARGV[1]  this replica's id
+-- ARGV[2]  live window ms: replicas not seen for longer are dropped
+-- ARGV[3]  TTL of the set in ms
+-- Returns the number of live replicas (this one included).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], string.format('%.17g', now), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%.17g', now - tonumber(ARGV[2])))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return redis.call('ZCARD', KEYS[1])
+`;
+
 /** sha1 of each script (what EVALSHA sends); pinned so a stale edit is caught offline. */
 export const SCRIPT_SHA1 = Object.freeze({
-  decide: '3877a7588c88f379425c8501e3d4c65271235731',
+  decide: '28660b395c04fccb27e420b41a26c0b0dd1fb3d3',
   heartbeat: '56f1982dd4dd0c0603bab9afbcd52b25bd1db1e4',
-  settle: '6ee1ef47b57ca97ef9c1ca1774d193042ab87642',
+  settle: '74e2010d1f8a15f2ac956a74542659870b976b6b',
   renew: '774219d5e307ccfb77d529a5c899e0b4ae35fdf6',
 });

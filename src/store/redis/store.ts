@@ -4,7 +4,7 @@ import { ALGORITHMS } from '../../limiter/algorithms/index.js';
 import type { Verdict } from '../../limiter/algorithms/index.js';
 import type { Logger } from '../../observability/logger.js';
 import type { Metrics } from '../../observability/metrics.js';
-import type { CompiledLimit } from '../../policy/types.js';
+import type { CompiledLimit, CompiledRateLimit } from '../../policy/types.js';
 import { MemoryStore, outcome } from '../memory.js';
 import type { LimitCheck, LimitOutcome, RateLimitStore, StoreDecision, StoreHold } from '../types.js';
 import { StoreUnavailableError } from '../types.js';
@@ -14,7 +14,7 @@ import { createRedisClient, describeTarget } from './connection.js';
 import type { RedisClient } from './connection.js';
 import { HEARTBEAT_COMMAND, ReplicaHeartbeat } from './heartbeat.js';
 import { hashTag } from './keys.js';
-import { LeaseKeeper } from './leases.js';
+import { Settler } from './settler.js';
 import { DECIDE_LUA, HEARTBEAT_LUA, SCRIPT_SHA1 } from './scripts.js';
 
 export interface RedisStoreOptions {
@@ -71,7 +71,7 @@ const MAX_BATCH_CHECKS = 500;
  */
 const LOCAL_CLOCK_TTL_SLACK_MS = 2_000; // 2s
 /** Numbers per check in the script's reply. */
-const REPLY_STRIDE = 7;
+const REPLY_STRIDE = 8;
 /**
  * What a Redis decision holds: the lease member of each slot it took (`members[i]`), or,
  * when the local fallback decided (`onError: local`), that fallback store.
@@ -95,10 +95,16 @@ interface PendingDecision {
   reject: (error: unknown) => void;
 }
 
-/** sliding-log keeps its block in a second key. */
-function isSlidingLog(check: LimitCheck): boolean {
+/** Keys of a check beyond its state key: sliding-log's block key, an escalating limit's strike key. */
+function extraKeys(check: LimitCheck): number {
   const limit = check.limit;
-  return limit.type !== 'concurrent' && limit.algorithm === 'sliding-log';
+  if (limit.type === 'concurrent') return 0;
+  return (limit.algorithm === 'sliding-log' ? 1 : 0) + (limit.blocks !== null ? 1 : 0);
+}
+
+/** A rate limit's block in a spec: its ms, or an escalating list "ms,ms,ms/forgetAfterMs". */
+function blockSpec(limit: CompiledRateLimit): string {
+  return limit.blocks === null ? String(limit.blockMs) : `${limit.blocks.join(',')}/${limit.forgetAfterMs}`;
 }
 
 /** Creates the Redis store; connects in the background and never throws on an unreachable Redis. */
@@ -116,7 +122,7 @@ class RedisRateLimitStore implements RedisStore {
   readonly #breaker: CircuitBreaker;
   readonly #blocks: BlockCache | undefined;
   readonly #heartbeat: ReplicaHeartbeat;
-  readonly #leases: LeaseKeeper;
+  readonly #settler: Settler;
   readonly #leaseMs: number;
   readonly #prefix: string;
   /** Where Redis is, without credentials (for logs). */
@@ -134,7 +140,7 @@ class RedisRateLimitStore implements RedisStore {
   #fallback: MemoryStore | undefined;
   #requestSeq = 0;
   /** Spec argument per compiled limit (see #spec); weak, so a reloaded policy's limits go. */
-  readonly #specs = new WeakMap<CompiledLimit, { max: number; spec: string }>();
+  readonly #specs = new WeakMap<CompiledLimit, { max: number; periodStart: number; spec: string }>();
   #roundTrips = 0;
   #lastError = '';
   /** Rejection shared by every decision the open breaker skips (an Error per request would cost its stack). */
@@ -198,7 +204,7 @@ class RedisRateLimitStore implements RedisStore {
     });
     this.#heartbeat.start();
     this.#leaseMs = config.slotLeaseMs;
-    this.#leases = new LeaseKeeper({
+    this.#settler = new Settler({
       client: this.#client,
       logger: this.#logger,
       leaseMs: config.slotLeaseMs,
@@ -248,16 +254,16 @@ class RedisRateLimitStore implements RedisStore {
 
   /** Leases of concurrency slots this replica holds in Redis (tests). */
   get leasesHeld(): number {
-    return this.#leases.size;
+    return this.#settler.size;
   }
 
   /** Resolves once every slot release handed to `settle` so far has been applied in Redis. */
   settled(): Promise<void> {
-    return this.#leases.flushed();
+    return this.#settler.flushed();
   }
 
   renewLeases(): void {
-    this.#leases.renew();
+    this.#settler.renew();
   }
 
   decide(checks: readonly LimitCheck[], now: number, shadow = false): StoreDecision | Promise<StoreDecision> {
@@ -392,7 +398,7 @@ class RedisRateLimitStore implements RedisStore {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    await this.#leases.close();
+    await this.#settler.close();
     await this.#heartbeat.stop();
     // A hung Redis may never answer QUIT: wait at most 1 s; disconnect stops the reconnect
     // loop either way (and settles a pending QUIT, hence the catch).
@@ -419,12 +425,12 @@ class RedisRateLimitStore implements RedisStore {
     });
   }
 
-  /** Keys of a batch: one per check, and sliding-log (a ZSET) adds its block key. */
+  /** Keys of a batch: one per check, plus sliding-log's block keys and escalating limits' strike keys. */
   #keyCount(batch: readonly PendingDecision[], checkCount: number): number {
     let keyCount = checkCount;
     for (let d = 0; d < batch.length; d++) {
       const checks = batch[d].checks;
-      for (let i = 0; i < checks.length; i++) if (isSlidingLog(checks[i])) keyCount++;
+      for (let i = 0; i < checks.length; i++) keyCount += extraKeys(checks[i]);
     }
     return keyCount;
   }
@@ -439,7 +445,10 @@ class RedisRateLimitStore implements RedisStore {
       for (let i = 0; i < checks.length; i++) {
         const key = prefix + checks[i].key;
         args[a++] = key;
-        if (isSlidingLog(checks[i])) args[a++] = key + ':b';
+        const limit = checks[i].limit;
+        if (limit.type === 'concurrent') continue;
+        if (limit.algorithm === 'sliding-log') args[a++] = key + ':b';
+        if (limit.blocks !== null) args[a++] = key + ':s';
       }
     }
     args[a++] = this.#ttlSlack;
@@ -450,25 +459,34 @@ class RedisRateLimitStore implements RedisStore {
       args[a++] = serverClock ? '' : now;
       args[a++] = checks.length;
       args[a++] = shadow ? 's' : '';
-      for (let i = 0; i < checks.length; i++) args[a++] = this.#spec(checks[i]);
+      for (let i = 0; i < checks.length; i++) args[a++] = this.#spec(checks[i], now);
     }
     return args;
   }
 
   /**
-   * A check's spec argument, "code max windowMs blockMs". Kept per limit for the last
-   * `max` asked (the tier's or the divided limit can differ per request), so the common
-   * case builds no string.
+   * A check's spec argument (layout in scripts.ts). Kept per limit for the last `max`
+   * asked (the tier's or the divided limit can differ per request) and, for calendar
+   * periods, the current period, so the common case builds no string.
    */
-  #spec(check: LimitCheck): string {
+  #spec(check: LimitCheck, now: number): string {
     const limit = check.limit;
     const cached = this.#specs.get(limit);
-    if (cached !== undefined && cached.max === check.max) return cached.spec;
-    const spec =
-      limit.type === 'concurrent'
-        ? `cc ${check.max} ${this.#leaseMs} 0`
-        : `${ALGORITHMS[limit.algorithm].code} ${check.max} ${limit.windowMs} ${limit.blockMs}`;
-    this.#specs.set(limit, { max: check.max, spec });
+    if (limit.type === 'concurrent') {
+      if (cached !== undefined && cached.max === check.max) return cached.spec;
+      const spec = `cc ${check.max} ${this.#leaseMs} 0 1 1`;
+      this.#specs.set(limit, { max: check.max, periodStart: 0, spec });
+      return spec;
+    }
+    const calendar = limit.calendar;
+    const period = calendar?.at(now);
+    if (cached !== undefined && cached.max === check.max && (period === undefined || cached.periodStart === period.start)) return cached.spec;
+    let spec = `${ALGORITHMS[limit.algorithm].code} ${check.max} ${limit.windowMs} ${blockSpec(limit)} ${limit.need} ${limit.take}`;
+    if (calendar !== null && period !== undefined) {
+      // The script picks the period by its own clock: give it the neighbours too.
+      spec += ` ${calendar.previous(period).start} ${period.start} ${period.end} ${calendar.next(period).end}`;
+    }
+    this.#specs.set(limit, { max: check.max, periodStart: period?.start ?? 0, spec });
     return spec;
   }
 
@@ -508,6 +526,7 @@ class RedisRateLimitStore implements RedisStore {
     const outcomes: LimitOutcome[] = new Array(n);
     let allowed = true;
     let slotChecks = 0;
+    let settling = false;
     for (let i = 0, b = start; i < n; i++, b += REPLY_STRIDE) {
       verdict.allowed = reply[b] === '1';
       verdict.remaining = +reply[b + 1];
@@ -516,38 +535,53 @@ class RedisRateLimitStore implements RedisStore {
       verdict.count = +reply[b + 4];
       let blockedUntil = +reply[b + 5];
       if (blockedUntil !== 0) blockedUntil += offset;
-      const result = outcome(checks[i].max, verdict, blockedUntil, reply[b + 6] === '1', now);
+      const result = outcome(checks[i].max, verdict, blockedUntil, reply[b + 6] === '1', now, +reply[b + 7]);
       if (blockedUntil !== 0) this.#blocks?.add(checks[i].key, result, now);
       if (!result.allowed) allowed = false;
-      if (checks[i].limit.type === 'concurrent') slotChecks++;
+      const limit = checks[i].limit;
+      if (limit.type === 'concurrent') slotChecks++;
+      else if (limit.settles) settling = true;
       outcomes[i] = result;
     }
-    if (slotChecks === 0 || !(allowed || shadow)) return { allowed, outcomes };
+    const takeSlots = slotChecks > 0 && (allowed || shadow);
+    if (!takeSlots && !(settling && allowed)) return { allowed, outcomes };
     // The script took a lease for every concurrency check (member "<batch>:<decision>:<check>").
     const slots: boolean[] = new Array<boolean>(n).fill(false);
     const members: (string | undefined)[] = new Array<string | undefined>(n);
-    for (let i = 0; i < n; i++) {
-      if (checks[i].limit.type !== 'concurrent') continue;
-      const member = memberPrefix + (i + 1);
-      slots[i] = true;
-      members[i] = member;
-      this.#leases.add(this.#prefix + checks[i].key, member);
+    if (takeSlots) {
+      for (let i = 0; i < n; i++) {
+        if (checks[i].limit.type !== 'concurrent') continue;
+        const member = memberPrefix + (i + 1);
+        slots[i] = true;
+        members[i] = member;
+        this.#settler.add(this.#prefix + checks[i].key, member);
+      }
     }
-    const hold: RedisHold = { checks, slots, members, local: null };
+    // Adjustments name the window by the time the units were taken, on the script's clock.
+    const at = this.#serverClock ? serverNow : now;
+    const hold: RedisHold = { checks, slots, counted: allowed, at, members, local: null };
     return { allowed, outcomes, hold };
   }
 
-  settle(hold: StoreHold): void {
+  settle(hold: StoreHold, deltas?: readonly number[] | null): void {
     const { local, members } = hold as RedisHold;
     if (local !== null) {
       // Taken by the fallback of an outage; a later outage starts a new fallback (fresh counts).
-      if (local === this.#fallback) local.settle(hold);
+      if (local === this.#fallback) local.settle(hold, deltas);
       return;
     }
-    if (members === null) return;
-    for (let i = 0; i < members.length; i++) {
-      const member = members[i];
-      if (member !== undefined) this.#leases.release(member);
+    if (members !== null) {
+      for (let i = 0; i < members.length; i++) {
+        const member = members[i];
+        if (member !== undefined) this.#settler.release(member);
+      }
+    }
+    if (deltas == null || !hold.counted) return;
+    const checks = hold.checks;
+    for (let i = 0; i < checks.length; i++) {
+      const delta = deltas[i];
+      if (delta === 0 || checks[i].limit.type === 'concurrent') continue;
+      this.#settler.adjust(this.#prefix + checks[i].key, this.#spec(checks[i], hold.at), hold.at, delta);
     }
   }
 
@@ -586,7 +620,8 @@ class RedisRateLimitStore implements RedisStore {
     const local: LimitCheck[] = new Array(checks.length);
     for (let i = 0; i < checks.length; i++) {
       const { limit, key, max } = checks[i];
-      local[i] = { limit, key, max: Math.max(1, Math.floor(max / replicas)) };
+      // Never below what one request needs, or a weighted request could never pass.
+      local[i] = { limit, key, max: Math.max(limit.type === 'concurrent' ? 1 : limit.need, Math.floor(max / replicas)) };
     }
     // Fresh counts for every outage: the fallback is dropped when Redis answers again.
     this.#fallback ??= new MemoryStore({
@@ -598,7 +633,8 @@ class RedisRateLimitStore implements RedisStore {
     const fallback = this.#fallback;
     const decision = fallback.decide(local, now, shadow);
     if (decision.hold === undefined) return { allowed: decision.allowed, outcomes: decision.outcomes, degraded: true };
-    const hold: RedisHold = { checks: decision.hold.checks, slots: decision.hold.slots, members: null, local: fallback };
+    const { slots, counted, at } = decision.hold;
+    const hold: RedisHold = { checks: decision.hold.checks, slots, counted, at, members: null, local: fallback };
     return { allowed: decision.allowed, outcomes: decision.outcomes, degraded: true, hold };
   }
 
