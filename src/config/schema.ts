@@ -777,9 +777,37 @@ export function findContradictions(data: unknown): PathIssue[] {
   return issues;
 }
 
+/**
+ * Headers `identity.forward` must not name: Tollgate strips the forward names from every
+ * client request, so one of these would silently drop what the app or Tollgate needs.
+ */
+const RESERVED_FORWARD_NAMES = new Set([
+  'authorization', 'cookie', 'host', 'content-length', 'content-type', 'transfer-encoding', 'connection', 'upgrade',
+  'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id', 'x-real-ip', 'forwarded',
+]);
+
 function checkIdentity(identity: RawMap, issues: PathIssue[]): void {
   if (identity.jwt === undefined && identity.header === undefined) {
     issues.push({ path: ['identity'], message: 'give jwt or header (or remove identity to limit by IP only)' });
+  }
+  const forward = asMap(identity.forward);
+  if (forward !== undefined) {
+    const identityHeader = typeof identity.header === 'string' ? identity.header.toLowerCase() : undefined;
+    const seen = new Map<string, string>();
+    for (const key of ['user', 'tier'] as const) {
+      const name = forward[key];
+      if (typeof name !== 'string') continue; // the schema says why
+      const lower = name.toLowerCase();
+      const path = ['identity', 'forward', key];
+      if (RESERVED_FORWARD_NAMES.has(lower)) {
+        issues.push({ path, message: `must not be ${lower}: the forward names are removed from every client request; pick a name of your own (e.g. x-tollgate-${key})` });
+      } else if (lower === identityHeader) {
+        issues.push({ path, message: `must differ from identity.header (${lower}): the client's header would be removed before Tollgate reads it from a trusted proxy` });
+      } else if (seen.has(lower)) {
+        issues.push({ path, message: `is the same header as identity.forward.${seen.get(lower)}` });
+      }
+      seen.set(lower, key);
+    }
   }
   const jwt = asMap(identity.jwt);
   if (jwt === undefined) return;

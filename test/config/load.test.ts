@@ -151,6 +151,10 @@ const FAILURES: Record<string, string[]> = {
     '10:24 routes[0].guards.securityHeaders: must be strict, off or a map of header names to values, got "lax"',
     '13:13 routes[1].guards: must be a map of guards, or off to turn defaults.guards off here, got "on"',
   ],
+  identity_forward_reserved: [
+    '4:20 identity.forward.user: must not be authorization: the forward names are removed from every client request; pick a name of your own (e.g. x-tollgate-user)',
+    '4:41 identity.forward.tier: must differ from identity.header (x-user-id): the client\'s header would be removed before Tollgate reads it from a trusted proxy',
+  ],
   guards_auth_without_identity: [
     '5:21 routes[0].guards.auth: required needs an identity section (identity.jwt or identity.header), else every request is refused',
   ],
