@@ -164,7 +164,10 @@ export class Tollgate {
     const limiter = new Limiter({
       store: this.store,
       onStoreError: redis?.onError === 'allow' ? 'allow' : 'deny',
-      onSlots: (route, delta) => metrics.hot.slots(route, delta),
+      events: {
+        slots: (route, delta) => metrics.hot.slots(route, delta),
+        invalidCost: (route) => metrics.hot.invalidCost(route),
+      },
     });
     this.#violations = new ViolationLog(logger, { clock: this.#clock });
     this.#proxy = createProxyServer(

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { ClientAddress, CompiledLimit, CompiledRoute, Identity, IncomingHeaders } from '../policy/types.js';
 import type { LimitCheck, LimitOutcome, RateLimitStore, StoreDecision } from '../store/types.js';
 import { StoreUnavailableError } from '../store/types.js';
-import { Settlement, type SlotsChanged } from './settlement.js';
+import { Settlement, type SettlementEvents } from './settlement.js';
 
 /**
  * What the proxy acts on. `refuse` carries why, so later guards (concurrency,
@@ -34,8 +34,8 @@ export interface LimiterOptions {
   store: RateLimitStore;
   /** What to do when the store rejects with StoreUnavailableError. */
   onStoreError: 'allow' | 'deny';
-  /** Slots taken (+) and given back (-) per route: the tollgate_concurrent_slots gauge. */
-  onSlots?: SlotsChanged;
+  /** Slots taken and given back per route (tollgate_concurrent_slots), invalid cost headers. */
+  events?: SettlementEvents;
 }
 
 /** Longest header value kept verbatim as a key; longer ones are hashed. */
@@ -117,8 +117,7 @@ function report(checks: readonly LimitCheck[], decision: StoreDecision): RateRep
   };
 }
 
-function toVerdict(route: CompiledRoute, checks: readonly LimitCheck[], decision: StoreDecision, settlement: Settlement | undefined): Verdict {
-  const rateReport = report(checks, decision);
+function toVerdict(route: CompiledRoute, rateReport: RateReport, decision: StoreDecision, settlement: Settlement | undefined): Verdict {
   if (decision.allowed) {
     return settlement === undefined
       ? { action: 'allow', reason: 'within_limits', report: rateReport }
@@ -139,12 +138,12 @@ const STORE_DENY: Verdict = Object.freeze({ action: 'refuse', reason: 'store_una
 export class Limiter {
   readonly #store: RateLimitStore;
   readonly #onStoreError: 'allow' | 'deny';
-  readonly #onSlots: SlotsChanged | undefined;
+  readonly #events: SettlementEvents;
 
   constructor(options: LimiterOptions) {
     this.#store = options.store;
     this.#onStoreError = options.onStoreError;
-    this.#onSlots = options.onSlots;
+    this.#events = options.events ?? {};
   }
 
   get store(): RateLimitStore {
@@ -171,8 +170,9 @@ export class Limiter {
   }
 
   #verdict(route: CompiledRoute, checks: readonly LimitCheck[], decision: StoreDecision): Verdict {
-    const settlement = decision.hold === undefined ? undefined : new Settlement(this.#store, decision.hold, route.id, this.#onSlots);
-    return toVerdict(route, checks, decision, settlement);
+    const rateReport = report(checks, decision);
+    const settlement = decision.hold === undefined ? undefined : new Settlement(this.#store, decision.hold, route.id, this.#events, rateReport);
+    return toVerdict(route, rateReport, decision, settlement);
   }
 
   #storeFailed(route: CompiledRoute, error: unknown): Verdict {

@@ -8,8 +8,9 @@ export interface Metrics {
   readonly registry: Registry;
   readonly requests: Counter<'route' | 'decision'>;
   readonly limitExceeded: Counter<'route' | 'limit_by'>;
-  readonly blocksStarted: Counter<'route' | 'limit_by'>;
+  readonly blocksStarted: Counter<'route' | 'limit_by' | 'level'>;
   readonly guardRefusals: Counter<'route' | 'guard'>;
+  readonly costHeaderInvalid: Counter<'route'>;
   readonly nearLimit: Counter<'route' | 'limit_by'>;
   readonly decisionDuration: Histogram<'store'>;
   readonly upstreamDuration: Histogram<'route' | 'status_class'>;
@@ -79,8 +80,10 @@ export class HotMetrics {
   readonly #requests: ChildCache<CounterChild>;
   readonly #nearLimit: ChildCache<CounterChild>;
   readonly #limitExceeded: ChildCache<CounterChild>;
+  /** By route, then `by` and level (blocks start rarely: the joined key is built only then). */
   readonly #blocksStarted: ChildCache<CounterChild>;
   readonly #guardRefusals: ChildCache<CounterChild>;
+  readonly #costHeaderInvalid: ChildCache<CounterChild>;
   readonly #decisionDuration: ChildCache<HistogramChild>;
   readonly #upstreamDuration: ChildCache<HistogramChild>;
 
@@ -88,8 +91,12 @@ export class HotMetrics {
     this.#requests = new ChildCache((route, decision) => m.requests.labels({ route, decision }));
     this.#nearLimit = new ChildCache((route, by) => m.nearLimit.labels({ route, limit_by: by }));
     this.#limitExceeded = new ChildCache((route, by) => m.limitExceeded.labels({ route, limit_by: by }));
-    this.#blocksStarted = new ChildCache((route, by) => m.blocksStarted.labels({ route, limit_by: by }));
+    this.#blocksStarted = new ChildCache((route, byLevel) => {
+      const split = byLevel.lastIndexOf(' ');
+      return m.blocksStarted.labels({ route, limit_by: byLevel.slice(0, split), level: byLevel.slice(split + 1) });
+    });
     this.#guardRefusals = new ChildCache((route, guard) => m.guardRefusals.labels({ route, guard }));
+    this.#costHeaderInvalid = new ChildCache((route) => m.costHeaderInvalid.labels({ route }));
     this.#decisionDuration = new ChildCache((store) => m.decisionDuration.labels({ store }));
     this.#upstreamDuration = new ChildCache((route, statusClass) => m.upstreamDuration.labels({ route, status_class: statusClass }));
   }
@@ -111,8 +118,13 @@ export class HotMetrics {
     this.#limitExceeded.get(route, limitBy).inc();
   }
 
-  blockStarted(route: string, limitBy: string): void {
-    this.#blocksStarted.get(route, limitBy).inc();
+  /** A block started; `level` = min(strike, blocks in the list), 1 for a single block duration. */
+  blockStarted(route: string, limitBy: string, level: number): void {
+    this.#blocksStarted.get(route, `${limitBy} ${level}`).inc();
+  }
+
+  invalidCost(route: string): void {
+    this.#costHeaderInvalid.get(route, '').inc();
   }
 
   guardRefused(route: string, guard: string): void {
@@ -155,8 +167,14 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     }),
     blocksStarted: new Counter({
       name: 'tollgate_blocks_started_total',
-      help: 'Blocks started after a limit was exceeded.',
-      labelNames: ['route', 'limit_by'],
+      help: 'Blocks started after a limit was exceeded, by escalation level (1 to the length of the block list).',
+      labelNames: ['route', 'limit_by', 'level'],
+      registers,
+    }),
+    costHeaderInvalid: new Counter({
+      name: 'tollgate_cost_header_invalid_total',
+      help: "Upstream cost headers that were malformed or repeated (the request's reservation was charged).",
+      labelNames: ['route'],
       registers,
     }),
     guardRefusals: new Counter({

@@ -14,6 +14,8 @@ export interface Violation {
   /** A block is running (or was just started) for this key. */
   blocked: boolean;
   blockStarted: boolean;
+  /** The strike of the block this refusal started (0 = none started). */
+  strike: number;
   /** Seconds. */
   retryAfter: number;
   requestId: string;
@@ -118,6 +120,7 @@ export class ViolationLog {
         limit: v.limit,
         count: v.count,
         blocked: v.blocked,
+        ...(v.blockStarted ? { strike: v.strike } : {}),
         retryAfter: v.retryAfter,
         requestId: v.requestId,
         ...(v.shadow ? { shadow: true } : {}),

@@ -92,13 +92,16 @@ function compileRoute(route: RouteConfig, config: PolicyConfig): CompiledRoute {
     throw new Error(`route id "${route.id}" may only contain letters, digits, ".", "_" and "-"`);
   }
   const routeAlgorithm = route.algorithm ?? config.defaults.algorithm;
+  const limits = route.limits.map((limit, index) => compileLimit(route.id, limit, index, routeAlgorithm, sharesIdentity(route, index, routeAlgorithm)));
+  const costHeaders = limits.flatMap((limit) => (limit.type === 'rate' && limit.costHeader !== null ? [limit.costHeader.name] : []));
   return Object.freeze({
     id: route.id,
     message: route.message ?? DEFAULT_MESSAGE,
     mode: route.mode ?? config.defaults.mode,
     upstreamTimeoutMs: route.upstreamTimeoutMs ?? config.upstreamTimeoutMs,
-    limits: Object.freeze(route.limits.map((limit, index) => compileLimit(route.id, limit, index, routeAlgorithm, sharesIdentity(route, index, routeAlgorithm)))),
+    limits: Object.freeze(limits),
     guards: within(['routes', config.routes.indexOf(route), 'guards'], () => compileGuards(mergeGuards(config.defaults.guards, route.guards))),
+    dropResponseHeaders: costHeaders.length === 0 ? null : new Set(costHeaders),
     session: compileSession(route.session),
   });
 }

@@ -87,6 +87,8 @@ export interface CompiledRoute {
   readonly limits: readonly CompiledLimit[];
   /** The route's effective guards (defaults merged), or null: a route without guards pays nothing. */
   readonly guards: CompiledGuards | null;
+  /** Upstream response headers the client never sees: the cost headers of the route's limits (null = none). */
+  readonly dropResponseHeaders: ReadonlySet<string> | null;
   /** WebSocket session limits; null = none (the tunnel stays a raw byte relay). */
   readonly session: CompiledSession | null;
 }

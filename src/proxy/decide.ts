@@ -270,7 +270,7 @@ function recordViolations(
     const limit = checks[i].limit;
     const blockRunning = o.blockedUntil !== 0 && !o.blockStarted;
     if (!blockRunning) deps.metrics.hot.limitExceeded(route.id, limit.by);
-    if (o.blockStarted) deps.metrics.hot.blockStarted(route.id, limit.by);
+    if (o.blockStarted) deps.metrics.hot.blockStarted(route.id, limit.by, limit.type === 'rate' && limit.blocks !== null ? Math.min(o.strike, limit.blocks.length) : 1);
     deps.violations.record({
       route: route.id,
       limitBy: limit.by,
@@ -281,6 +281,7 @@ function recordViolations(
       count: o.count,
       blocked: o.blockedUntil !== 0,
       blockStarted: o.blockStarted,
+      strike: o.strike,
       retryAfter: retryAfterSeconds(o.retryAfterMs),
       requestId,
       shadow,

@@ -6,6 +6,7 @@ import { decorateResponse, type CompiledGuards } from '../guards/index.js';
 import type { Identity } from '../policy/types.js';
 import type { UpstreamHeaders } from '../policy/upstream-headers.js';
 import type { Settlement } from '../limiter/settlement.js';
+import { rateLimitHeaders } from './rate-headers.js';
 
 /**
  * Hop-by-hop headers (RFC 9110 7.6.1) plus those undici refuses to forward; never
@@ -44,6 +45,10 @@ export interface ForwardContext {
   readonly requestId: string;
   /** The admitted decision's settle step (its `head` learns the status); ended by the proxy. */
   readonly settlement: Settlement | undefined;
+  /** When the decision was taken (clock ms): rate-limit headers rewritten after settling count from it. */
+  readonly decidedAt: number;
+  /** Upstream response headers never passed to the client (the route's cost headers); null = none. */
+  readonly dropHeaders: ReadonlySet<string> | null;
   /**
    * Called once: the upstream status (0 when no response head arrived) and the error
    * kind, if any (with a status: the body failed after the head was sent on).
@@ -133,7 +138,7 @@ function connectionTokens(value: string): Set<string> {
  * ones (multi-valued ones such as set-cookie repeated), then Tollgate's own. One flat
  * array instead of setHeader per name: no per-header validation and merge.
  */
-function responseHead(headers: IncomingHttpHeaders, own: Record<string, string> | null): string[] {
+function responseHead(headers: IncomingHttpHeaders, own: Record<string, string> | null, drop: ReadonlySet<string> | null): string[] {
   const connection = headers.connection;
   const dropped = typeof connection === 'string' && connection !== 'keep-alive' && connection !== 'close' ? connectionTokens(connection) : null;
   const out: string[] = [];
@@ -141,6 +146,7 @@ function responseHead(headers: IncomingHttpHeaders, own: Record<string, string> 
     const value = headers[name];
     if (value === undefined || name === 'connection' || name === 'keep-alive' || name === 'transfer-encoding' || name === 'proxy-connection' || name === 'trailer' || name === 'upgrade') continue;
     if (dropped !== null && dropped.has(name)) continue;
+    if (drop !== null && drop.has(name)) continue;
     if (own !== null && own[name] !== undefined) continue; // ours win (x-request-id, rate-limit headers)
     if (typeof value === 'string') out.push(name, value);
     else for (const item of value) out.push(name, item);
@@ -207,12 +213,17 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     if (ctx === null || statusCode < 200) return; // 1xx informational: the final answer follows
     ctx.headersAt = performance.now();
     ctx.status = statusCode;
-    ctx.settlement?.head(statusCode);
+    const settlement = ctx.settlement;
+    if (settlement !== undefined) {
+      // A reported cost or a status that does not count changes what the limits show.
+      const settled = settlement.head(statusCode, headers);
+      if (settled !== undefined && ctx.responseHeaders !== null) Object.assign(ctx.responseHeaders, rateLimitHeaders(settled, ctx.decidedAt));
+    }
     const res = ctx.res;
     if (ctx.draining()) res.shouldKeepAlive = false;
     // The response-head stage of the route's guards: CORS (the upstream's replaced) and security headers.
     if (ctx.guards !== null) decorateResponse(ctx.guards, headers, ctx.corsOrigin, ctx.https);
-    res.writeHead(statusCode, responseHead(headers, ctx.responseHeaders));
+    res.writeHead(statusCode, responseHead(headers, ctx.responseHeaders, ctx.dropHeaders));
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {

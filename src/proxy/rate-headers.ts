@@ -17,6 +17,7 @@ function secondsUntil(at: number, now: number): number {
  * `RateLimit-Policy: "livekit-token.ip";q=20;w=60` and `RateLimit: "livekit-token.ip";r=19;t=60`.
  * A concurrency limit's item has no window: `"live-ws.user.concurrent";q=2;qu="concurrent-requests"`;
  * its remaining is the free slots after this request and its reset one second ahead.
+ * A calendar window's `w` is its current period's length. Quotas are in cost units.
  */
 export function rateLimitHeaders(report: RateReport, now: number): Record<string, string> {
   const { checks, outcomes, shown } = report;
@@ -27,9 +28,15 @@ export function rateLimitHeaders(report: RateReport, now: number): Record<string
     const check = checks[i];
     if (i > 0) policies += ', ';
     const limit = check.limit;
-    if (check.max === limit.limit) policies += limit.policyItem;
-    else if (limit.type === 'concurrent') policies += concurrentPolicyItem(limit.policyName, check.max);
-    else policies += `"${limit.policyName}";q=${check.max};w=${limit.windowSeconds}`;
+    if (limit.type === 'concurrent') {
+      policies += check.max === limit.limit ? limit.policyItem : concurrentPolicyItem(limit.policyName, check.max);
+    } else if (limit.calendar !== null) {
+      // A calendar period's `w` is the current period's length (months and local days vary).
+      const period = limit.calendar.at(now);
+      policies += `"${limit.policyName}";q=${check.max};w=${Math.ceil((period.end - period.start) / 1000)}`;
+    } else {
+      policies += check.max === limit.limit ? limit.policyItem : `"${limit.policyName}";q=${check.max};w=${limit.windowSeconds}`;
+    }
   }
   return {
     'x-ratelimit-limit': String(outcome.max),

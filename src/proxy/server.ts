@@ -188,6 +188,8 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
       responseHeaders,
       requestId: ev.requestId,
       settlement,
+      decidedAt: ev.now,
+      dropHeaders: ev.route?.dropResponseHeaders ?? null,
       done: onForwardDone,
       draining: deps.draining,
       headersAt: 0,

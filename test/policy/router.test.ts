@@ -6,7 +6,7 @@ import { createRouter } from '../../src/policy/router.js';
 import type { CompiledRoute } from '../../src/policy/types.js';
 
 function route(id: string): CompiledRoute {
-  return { id, message: 'm', mode: 'enforce', upstreamTimeoutMs: 1000, limits: [], guards: null, session: null };
+  return { id, message: 'm', mode: 'enforce', upstreamTimeoutMs: 1000, limits: [], guards: null, dropResponseHeaders: null, session: null };
 }
 
 /** Router over `[id, match]` pairs (caseSensitive defaults to false, as the loader does). */
