@@ -21,6 +21,7 @@ export const TOLLGATE_METRICS = {
     'tollgate_identity_errors_total',
     'tollgate_config_reloads_total',
     'tollgate_websocket_closed_total',
+    'tollgate_cost_header_invalid_total',
   ],
   histogram: ['tollgate_decision_duration_seconds', 'tollgate_upstream_duration_seconds', 'tollgate_websocket_session_duration_seconds'],
   gauge: [
@@ -30,6 +31,7 @@ export const TOLLGATE_METRICS = {
     'tollgate_config_valid',
     'tollgate_inflight_requests',
     'tollgate_websocket_sessions',
+    'tollgate_concurrent_slots',
   ],
 } as const;
 
