@@ -3,15 +3,31 @@
  * (draft 2020-12, compiled once with ajv). Problems name where (a JSON Pointer into the
  * body) and what, never the submitted value: bodies of token endpoints hold secrets.
  */
-import Ajv2020Module, { type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
-import addFormatsModule from 'ajv-formats';
+import { createRequire } from 'node:module';
+import type Ajv2020Module from 'ajv/dist/2020.js';
+import type { ErrorObject, ValidateFunction } from 'ajv/dist/2020.js';
+import type addFormatsModule from 'ajv-formats';
 import type { BodyProblem, BodyValidator } from './types.js';
 
-// ajv and ajv-formats are CommonJS with `exports.default`; under NodeNext the default import is module.exports.
 type AjvClass = typeof Ajv2020Module.default;
-const Ajv2020 = ((Ajv2020Module as unknown as { default?: AjvClass }).default ?? Ajv2020Module) as AjvClass;
 type AddFormats = typeof addFormatsModule.default;
-const addFormats = ((addFormatsModule as unknown as { default?: AddFormats }).default ?? addFormatsModule) as AddFormats;
+
+let ajvModules: { Ajv2020: AjvClass; addFormats: AddFormats } | undefined;
+
+/**
+ * ajv and ajv-formats, loaded on the first schema compile: loading them costs ~250 ms of
+ * start-up and ~2 MB of heap, which a policy without `body.schema` should not pay. Both
+ * are CommonJS with `exports.default`.
+ */
+function ajv(): { Ajv2020: AjvClass; addFormats: AddFormats } {
+  if (ajvModules === undefined) {
+    const require = createRequire(import.meta.url);
+    const ajvExports = require('ajv/dist/2020.js') as { default?: AjvClass } & AjvClass;
+    const formatsExports = require('ajv-formats') as { default?: AddFormats } & AddFormats;
+    ajvModules = { Ajv2020: ajvExports.default ?? ajvExports, addFormats: formatsExports.default ?? formatsExports };
+  }
+  return ajvModules;
+}
 
 /** At most this many problems are reported (details.errors). */
 export const MAX_BODY_PROBLEMS = 5;
@@ -65,8 +81,9 @@ export function compileJsonSchema(document: unknown): ValidateFunction {
   }
   const known = compiled.get(document);
   if (known !== undefined) return known;
+  const { Ajv2020, addFormats } = ajv();
   // One instance per schema: two files with the same $id must not collide.
-  const ajv = new Ajv2020({
+  const instance = new Ajv2020({
     allErrors: true,
     strict: true, // unknown keywords and formats are schema errors (a typo must not disable a check)
     strictTypes: false,
@@ -74,14 +91,14 @@ export function compileJsonSchema(document: unknown): ValidateFunction {
     strictRequired: false,
     logger: false,
   });
-  addFormats(ajv);
+  addFormats(instance);
   const $schema = (document as { $schema?: unknown }).$schema;
   if ($schema !== undefined && $schema !== 'https://json-schema.org/draft/2020-12/schema') {
     throw new Error(`$schema ${JSON.stringify($schema)} is not supported: use draft 2020-12 ("https://json-schema.org/draft/2020-12/schema") or leave $schema out`);
   }
   let validate: ValidateFunction;
   try {
-    validate = ajv.compile(document);
+    validate = instance.compile(document);
   } catch (error) {
     throw new Error(`not a valid JSON Schema (draft 2020-12): ${(error as Error).message}`);
   }
