@@ -5,9 +5,11 @@
  *
  *   node --import tsx bench/pairs.ts [--rounds 12] [--seconds 3] TARGET...
  *
- * TARGET is `memory` or `redis`, optionally `@DIST` for another build's dist/ directory
- * (inside this checkout, so its imports resolve): `memory redis` (the default) measures
- * Redis / memory; `redis@.bench/dist-before redis` compares two builds on Redis.
+ * TARGET is `memory`, `redis` or `guards` (memory store, the benched route with
+ * securityHeaders strict, origins and cors), optionally `@DIST` for another build's dist/
+ * directory (inside this checkout, so its imports resolve): `memory redis` (the default)
+ * measures Redis / memory; `memory guards` what the guards cost; `redis@.bench/dist-before
+ * redis` compares two builds on Redis.
  * Same layout as bench/run.ts: load, upstream and Redis on CPU 0, Tollgate on CPU 1.
  */
 import { fileURLToPath } from 'node:url';
@@ -61,9 +63,14 @@ async function main(): Promise<void> {
   const targets: Target[] = [];
   for (const [index, spec] of targetSpecs().entries()) {
     const [kind, dist = 'dist'] = spec.split('@');
-    if (kind !== 'memory' && kind !== 'redis') throw new Error(`unknown target ${spec}: memory[@DIST] or redis[@DIST]`);
+    if (kind !== 'memory' && kind !== 'redis' && kind !== 'guards') throw new Error(`unknown target ${spec}: memory[@DIST], redis[@DIST] or guards[@DIST]`);
     if (kind === 'redis') redis ??= await startBenchRedis(LOAD_CPU);
-    const policy = kind === 'memory' ? examplePolicy() : examplePolicy({ url: redis!.url, prefix: `tollgate-pairs-${process.pid}-${index}:` });
+    const policy =
+      kind === 'memory'
+        ? examplePolicy()
+        : kind === 'guards'
+          ? examplePolicy(undefined, { guards: true })
+          : examplePolicy({ url: redis!.url, prefix: `tollgate-pairs-${process.pid}-${index}:` });
     const cli = `${root}${dist.replace(/\/$/, '')}/cli.js`;
     const args = [cli, 'serve', '--config', writePolicyFile(`pairs-${index}`, policy), '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--upstream', upstreamUrl];
     const server = await startServer(spec, PROXY_CPU, node, args, { LOG_LEVEL: 'info' });

@@ -11,11 +11,18 @@ import path from 'node:path';
 /** Far above what one run can send, so the limiter always allows (runs check 0 errors). */
 const HIGH = 1_000_000_000;
 
-/** The route the throughput and latency runs hit, with the header that identifies the user. */
+/** The page origin the bench's requests come from (allowed by the guards configuration). */
+export const BENCH_ORIGIN = 'https://app.example.com';
+
+/**
+ * The route the throughput and latency runs hit, with the header that identifies the user
+ * and the Origin a browser would send (ignored by policies without guards), so every
+ * configuration gets the same request.
+ */
 export const BENCH_REQUEST = {
   path: '/api/livekit/token',
   method: 'POST' as const,
-  headers: { 'x-user-id': 'bench-user' },
+  headers: { 'x-user-id': 'bench-user', origin: BENCH_ORIGIN },
 };
 
 export const JWT_SECRET = 'tollgate-bench-secret-0123456789-abcdefghijklmnop';
@@ -38,8 +45,23 @@ function storeSection(redis: RedisBenchStore | undefined): string {
 `;
 }
 
-/** The example policy with high limits; memory store, or Redis when given. */
-export function examplePolicy(redis?: RedisBenchStore): string {
+/**
+ * Guards on the benched route (`examplePolicy(undefined, { guards: true })`): strict
+ * security headers, an origin allowlist and CORS, as a browser-facing token endpoint has.
+ */
+const BENCH_GUARDS = `
+    guards:
+      securityHeaders: strict
+      origins: [${BENCH_ORIGIN}, "https://*.example.com"]
+      cors:
+        methods: [POST]
+        headers: [authorization, content-type]
+        exposeHeaders: [retry-after, ratelimit, ratelimit-policy]
+        credentials: true
+        maxAge: 10m`;
+
+/** The example policy with high limits; memory store, or Redis when given; optionally guards on the benched route. */
+export function examplePolicy(redis?: RedisBenchStore, options: { guards?: boolean } = {}): string {
   return `upstreamTimeout: 30s
 clientIp:
   trustedProxies: [127.0.0.1/32, ::1/128]
@@ -60,7 +82,7 @@ defaults:
 routes:
   - id: livekit-token
     match: { path: /api/livekit/token, methods: [POST] }
-    message: Too many token requests; try again later.
+    message: Too many token requests; try again later.${options.guards === true ? BENCH_GUARDS : ''}
     limits:
       - { by: user, limit: ${HIGH}, window: 1m, block: 5m, tiers: { pro: ${HIGH} } }
       - { by: ip, limit: ${HIGH}, window: 1m, block: 5m }

@@ -34,7 +34,8 @@ export interface Results {
   machine: { cpu: string; cores: number; memoryGiB: number; node: string; loadTool: string; pinned: boolean };
   plan: Record<string, unknown>;
   throughput: ThroughputRow[];
-  ratios: { tollgateVsPassthrough?: Summary; redisVsMemory?: Summary; undiciVsHttpProxy?: Summary };
+  /** guardsVsMemory: the benched route with securityHeaders strict, origins and cors over the same policy without guards. */
+  ratios: { tollgateVsPassthrough?: Summary; redisVsMemory?: Summary; guardsVsMemory?: Summary; undiciVsHttpProxy?: Summary };
   latency: {
     rate: number;
     connections: number;
@@ -89,8 +90,9 @@ export function printReport(r: Results): void {
   out.push(`("others CPU": share of the ${m.cores} CPUs used by processes outside the bench during the runs; above ~10% the machine is too busy for stable figures)`);
   if (busiest > 0.1) out.push(`WARNING: other processes used up to ${Math.round(busiest * 100)}% of the CPUs during these runs; re-run on a quieter machine before comparing`);
   out.push('');
-  const { tollgateVsPassthrough: tp, redisVsMemory: rm, undiciVsHttpProxy: uh } = r.ratios;
+  const { tollgateVsPassthrough: tp, redisVsMemory: rm, guardsVsMemory: gm, undiciVsHttpProxy: uh } = r.ratios;
   if (tp) out.push(`Tollgate / undici passthrough   ${spread(tp, f2).padEnd(22)} target >= 0.90  ${verdict(tp.median >= 0.9)}`);
+  if (gm) out.push(`guards / no guards (memory)     ${spread(gm, f2).padEnd(22)} target >= 0.95  ${verdict(gm.median >= 0.95)}  (securityHeaders strict + origins + cors)`);
   if (rm) out.push(`Redis store / memory store      ${spread(rm, f2).padEnd(22)} target >= 0.85  ${verdict(rm.median >= 0.85)}`);
   else out.push('Redis store / memory store      not measured (see notes)');
   const redisRow = r.throughput.find((row) => row.id === 'tollgate-redis');

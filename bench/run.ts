@@ -23,7 +23,7 @@ import { benchCpuMs, cpuTimeMs, machineBusyMs, median, rotate, summarize } from 
 
 const LOAD_CPU = 0;
 const PROXY_CPU = 1;
-const HARD_LIMIT_MS = 175_000; // the whole bench must stop by itself within 3 minutes
+const HARD_LIMIT_MS = 210_000; // the whole bench must stop by itself within 3.5 minutes
 
 interface Plan {
   /** Throughput rounds: every configuration once per round; ratios are paired per round. */
@@ -286,11 +286,13 @@ async function main(): Promise<void> {
   const undici = await start('undici passthrough', PROXY_CPU, [...tsx, here('./passthrough-undici.ts'), upstreamUrl]);
   const httpProxy = await start('http-proxy passthrough', PROXY_CPU, [...tsx, here('./passthrough-http-proxy.ts'), upstreamUrl]);
   const memory = await start('tollgate (memory)', PROXY_CPU, tollgateArgs(writePolicyFile('memory', examplePolicy()), upstreamUrl), TOLLGATE_ENV);
+  const guarded = await start('tollgate (memory, guards)', PROXY_CPU, tollgateArgs(writePolicyFile('guards', examplePolicy(undefined, { guards: true })), upstreamUrl), TOLLGATE_ENV);
   const targets: Target[] = [
     { id: 'direct', label: 'direct to upstream', url: upstreamUrl, pid: upstream.pid },
     { id: 'undici', label: 'undici Pool.stream passthrough', url: `http://127.0.0.1:${undici.port}`, pid: undici.pid },
     { id: 'http-proxy', label: 'http-proxy passthrough (keep-alive)', url: `http://127.0.0.1:${httpProxy.port}`, pid: httpProxy.pid },
     { id: 'tollgate-memory', label: 'Tollgate, memory store', url: `http://127.0.0.1:${memory.port}`, pid: memory.pid },
+    { id: 'tollgate-guards', label: 'Tollgate, memory, guards', url: `http://127.0.0.1:${guarded.port}`, pid: guarded.pid },
   ];
 
   try {
@@ -342,6 +344,7 @@ async function main(): Promise<void> {
     ratios: {
       tollgateVsPassthrough: pairedRatio(samples, 'tollgate-memory', 'undici'),
       redisVsMemory: pairedRatio(samples, 'tollgate-redis', 'tollgate-memory'),
+      guardsVsMemory: pairedRatio(samples, 'tollgate-guards', 'tollgate-memory'),
       undiciVsHttpProxy: pairedRatio(samples, 'undici', 'http-proxy'),
     },
     latency: lat,

@@ -281,8 +281,8 @@ export class Tollgate {
       return { ok: false, errors: result.errors };
     }
     const { loaded, policy } = result;
-    if (loaded.hash === this.#loaded.hash) {
-      // The file that is running: keep its compiled policy (and identity caches).
+    if (loaded.contentHash === this.#loaded.contentHash) {
+      // The file (and the schema files it names) that is running: keep its compiled policy (and identity caches).
       policy.identity?.close?.();
       this.metrics.configValid.set(1);
       return { ok: true, changed: false, hash: loaded.hash };

@@ -8,10 +8,12 @@
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { isAlias, isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, visit, type Document, type Node, type Pair } from 'yaml';
+import { compileJsonSchema } from '../guards/body.js';
 import { expandEnvInDocument, type Env } from './env.js';
 import { describeIssue, findContradictions, findWarnings, policySchema, type PathIssue } from './schema.js';
-import type { ConfigIssue, PolicyConfig } from './types.js';
+import type { BodyGuardConfig, ConfigIssue, PolicyConfig } from './types.js';
 
 export interface LoadedPolicy {
   /** The path as given by the caller. */
@@ -19,6 +21,8 @@ export interface LoadedPolicy {
   config: PolicyConfig;
   /** sha256 (hex) of the file bytes. */
   hash: string;
+  /** sha256 (hex) of the file and every file it refers to (JSON Schemas): a reload is due when it changes. */
+  contentHash: string;
   warnings: ConfigIssue[];
 }
 
@@ -103,8 +107,9 @@ function loadPolicy(text: string, hash: string, file: string, env: Env): LoadRes
   }
 
   const parsed = policySchema.safeParse(data, { error: describeIssue });
-  const schemaIssues = parsed.success ? [] : withoutMisspelledRequiredKeys(parsed.error.issues.flatMap(toPathIssues));
-  const pathIssues = [...schemaIssues, ...findContradictions(data)];
+  const schemaIssues = parsed.success ? [] : parsed.error.issues.flatMap(toPathIssues);
+  // A route's `limits` is required unless it has guards: a cross-field rule, hence both lists.
+  const pathIssues = withoutMisspelledRequiredKeys([...schemaIssues, ...findContradictions(data)]);
   const locate = (issue: LocatableIssue) => locateIssue(doc, issue);
   const schemaErrors = pathIssues
     .map(locate)
@@ -114,15 +119,69 @@ function loadPolicy(text: string, hash: string, file: string, env: Env): LoadRes
   const errors = [...duplicateKeys, ...envErrors, ...schemaErrors];
   if (!parsed.success || errors.length > 0) return fail(errors);
 
+  const content = createHash('sha256').update(hash);
+  const fileErrors = readSchemaFiles(parsed.data, file, content).map((issue) => {
+    const located = locate(issue);
+    return at(located.offset, located.message);
+  });
+  if (fileErrors.length > 0) return fail(fileErrors);
+
   const warnings = [
     ...findWarnings(parsed.data).map(locate).map((located) => at(located.offset, located.message)),
     ...doc.warnings.map((warning) => at(warning.pos[0], warning.message)),
   ];
   return {
     ok: true,
-    policy: { file, config: parsed.data, hash, warnings: sortByPosition(warnings) },
+    policy: { file, config: parsed.data, hash, contentHash: content.digest('hex'), warnings: sortByPosition(warnings) },
     locate: (path, message) => at(locate({ path: [...path], message }).offset, message),
   };
+}
+
+/**
+ * Reads each `guards.body.schema` (relative to the policy file's directory) into
+ * `schemaDocument` and compiles it once, so a missing, unreadable or invalid schema fails
+ * the load at the `schema:` line. A file named twice is read once. Adds every file read to
+ * `content` (the reload hash).
+ */
+function readSchemaFiles(config: PolicyConfig, policyFile: string, content: ReturnType<typeof createHash>): PathIssue[] {
+  const issues: PathIssue[] = [];
+  const documents = new Map<string, unknown>();
+  const read = (body: BodyGuardConfig | undefined, at: (string | number)[]): void => {
+    if (body?.schema === undefined) return;
+    const resolved = path.resolve(path.dirname(policyFile), body.schema);
+    let document = documents.get(resolved);
+    if (document === undefined) {
+      let bytes: Buffer;
+      try {
+        bytes = readFileSync(resolved);
+      } catch (error) {
+        const reason = (error as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (error as Error).message;
+        issues.push({ path: at, message: `cannot read the JSON Schema ${JSON.stringify(body.schema)} (${resolved}): ${reason}` });
+        return;
+      }
+      content.update(resolved).update(bytes);
+      try {
+        document = JSON.parse(bytes.toString('utf8')) as unknown;
+      } catch (error) {
+        issues.push({ path: at, message: `${JSON.stringify(body.schema)} is not JSON: ${(error as Error).message}` });
+        return;
+      }
+      try {
+        compileJsonSchema(document);
+      } catch (error) {
+        issues.push({ path: at, message: `${JSON.stringify(body.schema)}: ${(error as Error).message}` });
+        return;
+      }
+      documents.set(resolved, document);
+    }
+    body.schemaDocument = document;
+  };
+  const defaults = config.defaults.guards;
+  read(defaults?.body, ['defaults', 'guards', 'body', 'schema']);
+  config.routes.forEach((route, index) => {
+    if (route.guards !== undefined && route.guards !== 'off') read(route.guards.body, ['routes', index, 'guards', 'body', 'schema']);
+  });
+  return issues;
 }
 
 /**

@@ -15,8 +15,12 @@ import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
 import { DURATION_EXAMPLES, parseDuration } from './duration.js';
 import { SIZE_EXAMPLES, parseSize } from './size.js';
+import { originPatternProblem } from '../guards/origins.js';
 import type {
   AlgorithmName,
+  BodyGuardConfig,
+  CorsConfig,
+  GuardsConfig,
   JwtConfig,
   LimitBy,
   LimitConfig,
@@ -27,6 +31,7 @@ import type {
   RedisStoreConfig,
   RouteConfig,
   RouteMatchConfig,
+  SecurityHeadersConfig,
   SessionConfig,
 } from './types.js';
 
@@ -337,11 +342,18 @@ const jwtSchema = strictObject({
   cookie: httpToken('a cookie name').optional(),
   issuer: text.optional(),
   audience: z.union([text, z.array(text).min(1)], { error: 'must be text or a list of text' }).optional(),
+  requireExp: flag.default(true),
 }).transform((jwt): JwtConfig => compact(jwt));
+
+const identityForwardSchema = strictObject({
+  user: headerName.optional(),
+  tier: headerName.optional(),
+}).transform(compact);
 
 const identitySchema = strictObject({
   jwt: jwtSchema.optional(),
   header: headerName.optional(),
+  forward: identityForwardSchema.optional(),
 }).transform(compact);
 
 const allowSchema = strictObject({
@@ -349,9 +361,119 @@ const allowSchema = strictObject({
   users: z.array(text).default([]),
 });
 
+// Guards (README "Guards") -------------------------------------------------
+
+const origin = z.string({ error: mustBe('an origin such as https://app.example.com') }).superRefine((value, ctx) => {
+  const problem = originPatternProblem(value);
+  if (problem !== undefined) ctx.addIssue({ code: 'custom', input: value, message: problem });
+});
+
+/** `type/subtype`, lower-cased, without parameters. */
+const mediaType = z
+  .string({ error: mustBe('a media type such as application/json') })
+  .refine((value) => /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\/[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(value), {
+    error: (issue) => `must be a media type without parameters (type/subtype, e.g. application/json), got ${show(issue.input)}`,
+  })
+  .transform((value) => value.toLowerCase());
+
+const corsSchema = strictObject({
+  methods: z.array(httpToken('an HTTP method').transform((method) => method.toUpperCase())).min(1, { error: 'list at least one method' }).optional(),
+  headers: z.array(headerName).default([]),
+  exposeHeaders: z.array(headerName).default([]),
+  credentials: flag.default(false),
+  maxAge: duration.optional(),
+}).transform(({ maxAge, methods, ...cors }): CorsConfig => compact({ ...cors, methods: methods ?? [], maxAgeMs: maxAge }));
+
+const bodyGuardSchema = strictObject({
+  json: flag.optional(),
+  schema: text.optional(),
+}).transform((body, ctx): BodyGuardConfig => {
+  if (body.schema === undefined && body.json !== true) {
+    ctx.addIssue({ code: 'custom', input: body, message: 'give json: true (any JSON) or schema: FILE (a JSON Schema, relative to the policy file)' });
+    return z.NEVER;
+  }
+  return compact({ json: true, schema: body.schema });
+});
+
+const csrfSchema = strictObject({
+  cookie: httpToken('a cookie name'),
+  header: headerName,
+});
+
+const SECURITY_HEADERS_RULE = 'strict, off or a map of header names to values';
+
+/** `strict | off | { Header-Name: value, ..., override: true }`. */
+const securityHeadersSchema = z.unknown().transform((value, ctx): SecurityHeadersConfig => {
+  if (value === 'strict' || value === 'off') return value;
+  const map = typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
+  if (map === undefined) {
+    ctx.addIssue({ code: 'custom', input: value, message: `must be ${SECURITY_HEADERS_RULE}, got ${show(value)}` });
+    return z.NEVER;
+  }
+  const headers: Record<string, string> = {};
+  let override = false;
+  let failed = false;
+  for (const [name, headerValue] of Object.entries(map)) {
+    const fail = (message: string): void => {
+      failed = true;
+      ctx.addIssue({ code: 'custom', input: headerValue, path: [name], message });
+    };
+    if (name === 'override') {
+      if (typeof headerValue === 'boolean') override = headerValue;
+      else fail(`must be true or false, got ${show(headerValue)}`);
+    } else if (!HTTP_TOKEN.test(name)) {
+      fail(`${show(name)} is not an HTTP header name`);
+    } else if (typeof headerValue !== 'string' || headerValue.trim() === '') {
+      fail(`must be the header's value (text), got ${show(headerValue)}`);
+    } else if (/[\r\n\0]/.test(headerValue)) {
+      fail('must be one line (no line breaks)');
+    } else if (Object.keys(headers).some((other) => other.toLowerCase() === name.toLowerCase())) {
+      fail(`names ${name} twice (header names are case-insensitive)`);
+    } else {
+      headers[name] = headerValue;
+    }
+  }
+  if (!failed && Object.keys(headers).length === 0) {
+    ctx.addIssue({ code: 'custom', input: value, message: 'list at least one header (or use off)' });
+    failed = true;
+  }
+  return failed ? z.NEVER : { headers, override };
+});
+
+/** The keys of a guards map, in the order the guards run. */
+export const GUARD_KEYS = ['methods', 'origins', 'requireOrigin', 'cors', 'maxBodySize', 'contentTypes', 'body', 'csrf', 'auth', 'securityHeaders'] as const;
+
+const guardsSchema = strictObject({
+  methods: methodsSchemaFor('list at least one method, or remove methods to allow every method'),
+  auth: z.enum(['required', 'optional']).optional(),
+  origins: z.array(origin).min(1, { error: 'list at least one origin, or remove origins to allow every origin' }).optional(),
+  requireOrigin: flag.optional(),
+  cors: corsSchema.optional(),
+  maxBodySize: size.optional(),
+  contentTypes: z.array(mediaType).min(1, { error: 'list at least one media type, or remove contentTypes' }).optional(),
+  body: bodyGuardSchema.optional(),
+  csrf: csrfSchema.optional(),
+  securityHeaders: securityHeadersSchema.optional(),
+}).transform((guards): GuardsConfig => compact(guards));
+
+/** A route's `guards`: a map, or `off` (YAML 1.2: a string) to turn `defaults.guards` off here. */
+const routeGuardsSchema = z.unknown().transform((value, ctx): GuardsConfig | 'off' => {
+  if (value === 'off') return 'off';
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    ctx.addIssue({ code: 'custom', input: value, message: `must be a map of guards, or off to turn defaults.guards off here, got ${show(value)}` });
+    return z.NEVER;
+  }
+  const parsed = guardsSchema.safeParse(value, { error: describeIssue });
+  if (parsed.success) return parsed.data;
+  // The issues keep their paths (relative to guards) and codes (unknown keys are split by load.ts).
+  for (const issue of parsed.error.issues) ctx.addIssue({ ...issue } as unknown as z.core.$ZodRawIssue);
+  return z.NEVER;
+});
+
 const defaultsSchema = strictObject({
   algorithm: algorithm.default('sliding-window'),
   mode: mode.default('enforce'),
+  guards: guardsSchema.optional(),
 });
 
 const routePath = z.string({ error: mustBe('a path starting with /') }).superRefine((value, ctx) => {
@@ -374,14 +496,15 @@ const routeRegex = z.string({ error: mustBe('a regular expression') }).superRefi
   }
 });
 
-const methodsSchema = z
-  .array(httpToken('an HTTP method').transform((method) => method.toUpperCase()))
-  .min(1, { error: 'list at least one method, or remove methods to match every method' });
+function methodsSchemaFor(empty: string) {
+  return z.array(httpToken('an HTTP method').transform((method) => method.toUpperCase())).min(1, { error: empty }).optional();
+}
+const methodsSchema = methodsSchemaFor('list at least one method, or remove methods to match every method');
 
 const matchSchema = strictObject({
   path: routePath.optional(),
   regex: routeRegex.optional(),
-  methods: methodsSchema.optional(),
+  methods: methodsSchema,
   websocket: flag.optional(),
   caseSensitive: flag.optional(),
 });
@@ -524,7 +647,9 @@ const routeSchema = strictObject({
   algorithm: algorithm.optional(),
   upstreamTimeout: duration.optional(),
   message: text.optional(),
-  limits: z.array(limitSchema),
+  guards: routeGuardsSchema.optional(),
+  // Required unless the route has guards (findContradictions says so at the route).
+  limits: z.array(limitSchema).default([]),
   session: sessionSchema.optional(),
 }).transform((route): RouteConfig => {
   const match: RouteMatchConfig = compact({
@@ -539,6 +664,7 @@ const routeSchema = strictObject({
     mode: route.mode,
     algorithm: route.algorithm,
     upstreamTimeoutMs: route.upstreamTimeout,
+    guards: route.guards,
     limits: route.limits,
     session: route.session,
   });
@@ -597,6 +723,10 @@ const logSchema = strictObject({
   access: flag.default(false),
 });
 
+const pathsSchema = strictObject({
+  escapedSlashes: z.enum(['decode', 'reject']).default('decode'),
+});
+
 /** The whole policy file, parsed into `PolicyConfig` with every default filled in. */
 export const policySchema = strictObject({
   upstream: httpUrl('http://127.0.0.1:3000').optional(),
@@ -608,6 +738,7 @@ export const policySchema = strictObject({
   routes: z.array(routeSchema).default([]),
   store: storeSchema.prefault({}),
   log: logSchema.prefault({}),
+  paths: pathsSchema.prefault({}),
 }).transform(
   ({ upstreamTimeout, ...policy }): PolicyConfig => compact({ ...policy, upstreamTimeoutMs: upstreamTimeout }),
 );
@@ -640,14 +771,43 @@ export function findContradictions(data: unknown): PathIssue[] {
   const identity = asMap(root.identity);
   if (identity !== undefined) checkIdentity(identity, issues);
   checkRoutes(asList(root.routes), root, issues);
+  checkGuards(root, issues);
   const store = asMap(root.store);
   if (store !== undefined) checkStore(store, issues);
   return issues;
 }
 
+/**
+ * Headers `identity.forward` must not name: Tollgate strips the forward names from every
+ * client request, so one of these would silently drop what the app or Tollgate needs.
+ */
+const RESERVED_FORWARD_NAMES = new Set([
+  'authorization', 'cookie', 'host', 'content-length', 'content-type', 'transfer-encoding', 'connection', 'upgrade',
+  'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-request-id', 'x-real-ip', 'forwarded',
+]);
+
 function checkIdentity(identity: RawMap, issues: PathIssue[]): void {
   if (identity.jwt === undefined && identity.header === undefined) {
     issues.push({ path: ['identity'], message: 'give jwt or header (or remove identity to limit by IP only)' });
+  }
+  const forward = asMap(identity.forward);
+  if (forward !== undefined) {
+    const identityHeader = typeof identity.header === 'string' ? identity.header.toLowerCase() : undefined;
+    const seen = new Map<string, string>();
+    for (const key of ['user', 'tier'] as const) {
+      const name = forward[key];
+      if (typeof name !== 'string') continue; // the schema says why
+      const lower = name.toLowerCase();
+      const path = ['identity', 'forward', key];
+      if (RESERVED_FORWARD_NAMES.has(lower)) {
+        issues.push({ path, message: `must not be ${lower}: the forward names are removed from every client request; pick a name of your own (e.g. x-tollgate-${key})` });
+      } else if (lower === identityHeader) {
+        issues.push({ path, message: `must differ from identity.header (${lower}): the client's header would be removed before Tollgate reads it from a trusted proxy` });
+      } else if (seen.has(lower)) {
+        issues.push({ path, message: `is the same header as identity.forward.${seen.get(lower)}` });
+      }
+      seen.set(lower, key);
+    }
   }
   const jwt = asMap(identity.jwt);
   if (jwt === undefined) return;
@@ -704,6 +864,12 @@ function checkRoutes(routes: unknown[], root: RawMap, issues: PathIssue[]): void
       }
     }
 
+    // Guards given (even invalid ones, reported on their own) or inherited from the defaults.
+    const hasGuards = (route.guards !== undefined && route.guards !== 'off') || (route.guards !== 'off' && asMap(asMap(root.defaults)?.guards) !== undefined);
+    if (route.limits === undefined && !hasGuards) {
+      issues.push({ path: ['routes', routeIndex, 'limits'], message: 'is required' });
+    }
+
     const session = asMap(route.session);
     if (session !== undefined) {
       // Session limits follow WebSocket frames: a plain request has none to follow.
@@ -755,6 +921,48 @@ function checkRoutes(routes: unknown[], root: RawMap, issues: PathIssue[]): void
       }
     });
   });
+}
+
+/**
+ * Rules between guard keys, checked on each route's effective guards (`defaults.guards`
+ * overlaid key by key with the route's own). A problem is reported where the key that
+ * causes it is written (the route's, or the defaults' if the route did not set it), once.
+ */
+function checkGuards(root: RawMap, issues: PathIssue[]): void {
+  const defaults = asMap(asMap(root.defaults)?.guards);
+  const seen = new Set<string>();
+  const report = (path: (string | number)[], message: string): void => {
+    const key = `${JSON.stringify(path)} ${message}`;
+    if (seen.has(key)) return;
+    seen.add(key);
+    issues.push({ path, message });
+  };
+  const check = (own: RawMap | undefined, ownPath: (string | number)[]): void => {
+    const at = (key: string): (string | number)[] => (own?.[key] !== undefined ? [...ownPath, key] : ['defaults', 'guards', key]);
+    const value = (key: string): unknown => (own?.[key] !== undefined ? own[key] : defaults?.[key]);
+    if (value('cors') !== undefined && value('origins') === undefined) {
+      report(at('cors'), 'needs origins (the origins whose preflights are answered); a CORS answer for any origin is never given');
+    }
+    if (value('requireOrigin') === true && value('origins') === undefined) {
+      report(at('requireOrigin'), 'needs origins (the origins a request must come from)');
+    }
+    if (value('body') !== undefined && value('maxBodySize') === undefined) {
+      report(at('body'), 'needs maxBodySize (the most Tollgate buffers to check a body, e.g. maxBodySize: 16kb)');
+    }
+    if (value('auth') === 'required' && root.identity === undefined) {
+      report(at('auth'), 'required needs an identity section (identity.jwt or identity.header), else every request is refused');
+    }
+  };
+  const routes = asList(root.routes);
+  routes.forEach((value, index) => {
+    const route = asMap(value);
+    if (route === undefined || route.guards === 'off') return;
+    const own = asMap(route.guards);
+    if (own === undefined && defaults === undefined) return;
+    check(own, ['routes', index, 'guards']);
+  });
+  // Defaults that no route uses are still checked: they are what a new route would get.
+  if (defaults !== undefined && routes.length === 0) check(undefined, ['defaults', 'guards']);
 }
 
 /** Keys that only a rate limit (limit per window) has. */

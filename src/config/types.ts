@@ -22,6 +22,15 @@ export interface PolicyConfig {
   routes: RouteConfig[];
   store: StoreConfig;
   log: LogConfig;
+  paths: PathsConfig;
+}
+
+export interface PathsConfig {
+  /**
+   * `decode` (default): `%2F` and `%5C` in a path count as separators when matching;
+   * `reject`: a path holding either is refused with 400 INVALID_PATH.
+   */
+  escapedSlashes: 'decode' | 'reject';
 }
 
 export interface ClientIpConfig {
@@ -35,6 +44,15 @@ export interface IdentityConfig {
   jwt?: JwtConfig;
   /** Lower-cased header name holding a user id set by a trusted auth layer. */
   header?: string;
+  /** Headers (lower-cased) that carry the identity Tollgate believed to the upstream. */
+  forward?: IdentityForwardConfig;
+}
+
+export interface IdentityForwardConfig {
+  /** Header for the user id, e.g. `x-tollgate-user`. */
+  user?: string;
+  /** Header for the tier, e.g. `x-tollgate-tier`. */
+  tier?: string;
 }
 
 export interface JwtConfig {
@@ -49,6 +67,8 @@ export interface JwtConfig {
   cookie?: string;
   issuer?: string;
   audience?: string | string[];
+  /** A token without `exp` is refused (anonymous). Default true (also when absent). */
+  requireExp?: boolean;
 }
 
 export interface AllowConfig {
@@ -59,6 +79,8 @@ export interface AllowConfig {
 export interface DefaultsConfig {
   algorithm: AlgorithmName; // default 'sliding-window'
   mode: Mode; // default 'enforce'
+  /** Guards of every route, merged key by key under each route's own. */
+  guards?: GuardsConfig;
 }
 
 export interface RouteConfig {
@@ -68,7 +90,9 @@ export interface RouteConfig {
   mode?: Mode;
   algorithm?: AlgorithmName;
   upstreamTimeoutMs?: number;
-  limits: LimitConfig[];
+  /** The route's own guards as written; `'off'` turns `defaults.guards` off here. */
+  guards?: GuardsConfig | 'off';
+  limits: LimitConfig[]; // may be empty when the route has guards
   /** WebSocket session limits; only on routes with `match.websocket: true`. */
   session?: SessionConfig;
 }
@@ -87,6 +111,59 @@ export interface SessionConfig {
   /** `messages`: client->upstream data messages per sliding window; over it closes (1008). */
   messages?: { limit: number; windowMs: number };
 }
+
+/**
+ * Request guards of a route (README "Guards"). Every key is optional; the effective
+ * guards of a route are `defaults.guards` overlaid key by key with the route's own.
+ */
+export interface GuardsConfig {
+  /** Upper-cased methods; others get 405 (GET covers HEAD). */
+  methods?: string[];
+  /** `required`: no verified identity -> 401. Default `optional`. */
+  auth?: 'required' | 'optional';
+  /** Allowed `Origin`s, as written (`https://app.example.com`, `https://*.example.com`, `null`). */
+  origins?: string[];
+  /** A request without `Origin` is refused too. Default false. */
+  requireOrigin?: boolean;
+  cors?: CorsConfig;
+  /** Bytes. */
+  maxBodySize?: number;
+  /** Lower-cased media types without parameters. */
+  contentTypes?: string[];
+  body?: BodyGuardConfig;
+  csrf?: CsrfConfig;
+  securityHeaders?: SecurityHeadersConfig;
+}
+
+export interface CorsConfig {
+  /** Upper-cased methods a preflight may ask for. */
+  methods: string[];
+  /** Lower-cased request headers a preflight may ask for. Default []. */
+  headers: string[];
+  /** Lower-cased response headers the page may read. Default []. */
+  exposeHeaders: string[];
+  credentials: boolean; // default false
+  maxAgeMs?: number;
+}
+
+export interface BodyGuardConfig {
+  /** `json: true`: the body must be JSON (implied by `schema`). */
+  json: boolean;
+  /** The schema file as written (relative to the policy file). */
+  schema?: string;
+  /** The parsed schema document, read by the loader from `schema`. */
+  schemaDocument?: unknown;
+}
+
+export interface CsrfConfig {
+  /** Cookie name holding the token. */
+  cookie: string;
+  /** Lower-cased request header that must repeat it. */
+  header: string;
+}
+
+/** `strict`, `off`, or exactly these headers (names as written), optionally replacing the upstream's. */
+export type SecurityHeadersConfig = 'strict' | 'off' | { headers: Record<string, string>; override: boolean };
 
 export interface RouteMatchConfig {
   /** Exact path, or a prefix ending in `/*`. Exactly one of path / regex. */

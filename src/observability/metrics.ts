@@ -9,6 +9,7 @@ export interface Metrics {
   readonly requests: Counter<'route' | 'decision'>;
   readonly limitExceeded: Counter<'route' | 'limit_by'>;
   readonly blocksStarted: Counter<'route' | 'limit_by' | 'level'>;
+  readonly guardRefusals: Counter<'route' | 'guard'>;
   readonly costHeaderInvalid: Counter<'route'>;
   readonly nearLimit: Counter<'route' | 'limit_by'>;
   readonly decisionDuration: Histogram<'store'>;
@@ -81,6 +82,7 @@ export class HotMetrics {
   readonly #limitExceeded: ChildCache<CounterChild>;
   /** By route, then `by` and level (blocks start rarely: the joined key is built only then). */
   readonly #blocksStarted: ChildCache<CounterChild>;
+  readonly #guardRefusals: ChildCache<CounterChild>;
   readonly #costHeaderInvalid: ChildCache<CounterChild>;
   readonly #decisionDuration: ChildCache<HistogramChild>;
   readonly #upstreamDuration: ChildCache<HistogramChild>;
@@ -93,6 +95,7 @@ export class HotMetrics {
       const split = byLevel.lastIndexOf(' ');
       return m.blocksStarted.labels({ route, limit_by: byLevel.slice(0, split), level: byLevel.slice(split + 1) });
     });
+    this.#guardRefusals = new ChildCache((route, guard) => m.guardRefusals.labels({ route, guard }));
     this.#costHeaderInvalid = new ChildCache((route) => m.costHeaderInvalid.labels({ route }));
     this.#decisionDuration = new ChildCache((store) => m.decisionDuration.labels({ store }));
     this.#upstreamDuration = new ChildCache((route, statusClass) => m.upstreamDuration.labels({ route, status_class: statusClass }));
@@ -124,6 +127,10 @@ export class HotMetrics {
     this.#costHeaderInvalid.get(route, '').inc();
   }
 
+  guardRefused(route: string, guard: string): void {
+    this.#guardRefusals.get(route, guard).inc();
+  }
+
   decision(store: string, seconds: number): void {
     this.#decisionDuration.get(store, '').observe(seconds);
   }
@@ -133,7 +140,7 @@ export class HotMetrics {
   }
 }
 
-export type Decision = 'allowed' | 'limited' | 'blocked' | 'bypassed' | 'shadow_limited' | 'store_error';
+export type Decision = 'allowed' | 'limited' | 'blocked' | 'bypassed' | 'shadow_limited' | 'store_error' | 'guard_refused';
 
 /** prom-client default gauges that `promtool check metrics` rejects (a gauge named *_total). */
 const EXCLUDED_DEFAULTS = new Set(['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']);
@@ -168,6 +175,12 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       name: 'tollgate_cost_header_invalid_total',
       help: "Upstream cost headers that were malformed or repeated (the request's reservation was charged).",
       labelNames: ['route'],
+      registers,
+    }),
+    guardRefusals: new Counter({
+      name: 'tollgate_guard_refusals_total',
+      help: 'Requests refused by a guard (methods, origins, cors, maxBodySize, contentTypes, body, csrf, auth; path for INVALID_PATH).',
+      labelNames: ['route', 'guard'],
       registers,
     }),
     nearLimit: new Counter({

@@ -26,11 +26,26 @@ export interface Violation {
   quietUntil: number;
 }
 
+/** A guard's refusal (src/guards/), as logged. Never a token, cookie, CSRF value or body. */
+export interface GuardRefusalLine {
+  route: string;
+  /** The guard's key (`origins`, `auth`, ...), or `path` for INVALID_PATH. */
+  guard: string;
+  code: string;
+  clientIp: string;
+  requestId: string;
+  /** Suppression is per route, guard and client key (not logged). */
+  key: string;
+}
+
+/** Further refusals of one key within this are folded into a summary line. */
+const GUARD_QUIET_MS = 60 * 1000; // 60s
+
 interface KeyState {
   quietUntil: number;
   suppressed: number;
-  route: string;
-  limitBy: string;
+  /** The summary line logged when the quiet period ends (`suppressed` is added). */
+  summary: { event: string; route: string; limitBy?: string; guard?: string };
 }
 
 /** Calls `flush` every `everyMs` until the returned function is called. */
@@ -58,9 +73,10 @@ export interface ViolationLogOptions {
 
 /**
  * Logs refusals without flooding: the first refusal of each key per block (or per
- * window) is a line; the rest are counted and reported in one summary line when the
- * quiet period ends. A global budget bounds lines per second across distinct keys;
- * lines over it are dropped and reported by an overflow summary.
+ * window; a guard's: per minute) is a line; the rest are counted and reported in one
+ * summary line when the quiet period ends. A global budget bounds lines per second
+ * across distinct keys (rate-limit and guard lines share it); lines over it are dropped
+ * and reported by an overflow summary.
  */
 export class ViolationLog {
   readonly #logger: Logger;
@@ -82,16 +98,31 @@ export class ViolationLog {
     this.#stopTimer = (options.flushTimer ?? intervalTimer)(() => this.flush(), FLUSH_EVERY_MS);
   }
 
-  record(v: Violation): void {
-    const now = this.#clock();
-    const state = this.#keys.get(v.key);
+  /** True when a line for `key` is due now (else it was counted for the key's summary). */
+  #due(key: string, quietUntil: number, summary: KeyState['summary'], now: number): boolean {
+    const state = this.#keys.get(key);
     if (state !== undefined && now < state.quietUntil) {
       state.suppressed++;
-      return;
+      return false;
     }
-    if (state !== undefined) this.#keys.delete(v.key); // emits its summary
-    this.#keys.set(v.key, { quietUntil: Math.max(v.quietUntil, now + 1000), suppressed: 0, route: v.route, limitBy: v.limitBy });
-    if (!this.#budget.take(now)) return;
+    if (state !== undefined) this.#keys.delete(key); // emits its summary
+    this.#keys.set(key, { quietUntil: Math.max(quietUntil, now + 1000), suppressed: 0, summary });
+    return this.#budget.take(now);
+  }
+
+  /** A request refused by a guard: one `guard_refused` line per route, guard and client per minute. */
+  refusal(r: GuardRefusalLine): void {
+    const now = this.#clock();
+    if (!this.#due(r.key, now + GUARD_QUIET_MS, { event: 'guard_refused_suppressed', route: r.route, guard: r.guard }, now)) return;
+    this.#logger.info(
+      { event: 'guard_refused', route: r.route, guard: r.guard, code: r.code, clientIp: r.clientIp, requestId: r.requestId },
+      'request refused by a guard',
+    );
+  }
+
+  record(v: Violation): void {
+    const now = this.#clock();
+    if (!this.#due(v.key, v.quietUntil, { event: 'rate_limit_suppressed', route: v.route, limitBy: v.limitBy }, now)) return;
     this.#logger.warn(
       {
         event: v.blockStarted ? 'rate_limit_block_started' : v.blocked ? 'rate_limit_blocked' : 'rate_limit_exceeded',
@@ -136,9 +167,6 @@ export class ViolationLog {
   #summarise(_key: string, state: KeyState): void {
     if (state.suppressed === 0) return;
     if (!this.#budget.take(this.#clock())) return;
-    this.#logger.warn(
-      { event: 'rate_limit_suppressed', route: state.route, limitBy: state.limitBy, suppressed: state.suppressed },
-      'further refusals of one key were not logged one by one',
-    );
+    this.#logger.warn({ ...state.summary, suppressed: state.suppressed }, 'further refusals of one key were not logged one by one');
   }
 }

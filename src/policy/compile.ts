@@ -1,4 +1,5 @@
 import type { AlgorithmName, LimitConfig, PolicyConfig, RouteConfig } from '../config/types.js';
+import { compileGuards, mergeGuards } from '../guards/compile.js';
 import { ALGORITHMS } from '../limiter/algorithms/index.js';
 import { Calendar } from '../limiter/calendar.js';
 import { compileSession } from '../sessions/compile.js';
@@ -7,6 +8,7 @@ import { createClientIpResolver } from './client-ip.js';
 import { PolicyError } from './errors.js';
 import { createIdentityResolver, type IdentityEvents } from './identity.js';
 import { createRouter } from './router.js';
+import { createUpstreamHeaders } from './upstream-headers.js';
 import type { CompiledLimit, CompiledPolicy, CompiledRoute, LimitKind } from './types.js';
 
 export interface CompileOptions {
@@ -51,6 +53,8 @@ export function compilePolicy(config: PolicyConfig, hash: string, options: Compi
     clientIp: within(['clientIp'], () => createClientIpResolver(config.clientIp)),
     identity: hasIdentity ? within(['identity'], () => createIdentityResolver(identity, options.identityEvents, { now })) : null,
     allow: within(['allow'], () => createAllowList(config.allow)),
+    rejectEscapedSlashes: config.paths?.escapedSlashes === 'reject',
+    upstreamHeaders: createUpstreamHeaders(identity),
   });
 }
 
@@ -96,6 +100,7 @@ function compileRoute(route: RouteConfig, config: PolicyConfig): CompiledRoute {
     mode: route.mode ?? config.defaults.mode,
     upstreamTimeoutMs: route.upstreamTimeoutMs ?? config.upstreamTimeoutMs,
     limits: Object.freeze(limits),
+    guards: within(['routes', config.routes.indexOf(route), 'guards'], () => compileGuards(mergeGuards(config.defaults.guards, route.guards))),
     dropResponseHeaders: costHeaders.length === 0 ? null : new Set(costHeaders),
     session: compileSession(route.session),
   });

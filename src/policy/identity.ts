@@ -36,14 +36,29 @@ const JWT_PATH = {
 
 /** The token is unusable (invalid, forged, expired, or lacks a user claim). */
 const REJECTED = Symbol('rejected');
-type TokenResult = Identity | typeof REJECTED;
+/** The token could not be checked for a reason of ours (key source down or unusable). */
+const UNCHECKED = Symbol('unchecked');
+type TokenResult = Identity | typeof REJECTED | typeof UNCHECKED;
+
+/** Anonymous, after a presented token was refused / could not be checked. */
+const ANONYMOUS_TOKEN_REJECTED: Identity = Object.freeze({ tokenPresented: true, tokenError: true });
+const ANONYMOUS_TOKEN_UNCHECKED: Identity = Object.freeze({ tokenPresented: true });
+
+/**
+ * The identity that stands after a presented token failed (the header's, or anonymous),
+ * marked with what happened to the token; who it is does not change.
+ */
+function afterToken(identity: Identity, result: typeof REJECTED | typeof UNCHECKED): Identity {
+  if (identity === ANONYMOUS) return result === REJECTED ? ANONYMOUS_TOKEN_REJECTED : ANONYMOUS_TOKEN_UNCHECKED;
+  return result === REJECTED ? { ...identity, tokenPresented: true, tokenError: true } : { ...identity, tokenPresented: true };
+}
 
 /** ttlMs 0 = do not cache (the failure was ours, not the token's). */
 interface Verdict {
   readonly result: TokenResult;
   readonly ttlMs: number;
 }
-const UNVERIFIABLE: Verdict = Object.freeze({ result: REJECTED, ttlMs: 0 });
+const UNVERIFIABLE: Verdict = Object.freeze({ result: UNCHECKED, ttlMs: 0 });
 
 const NO_EVENTS: IdentityEvents = Object.freeze({ onError: () => {} });
 
@@ -82,7 +97,7 @@ export function createIdentityResolver(
       if (verdict.ttlMs > 0 && !closed) verdicts.set(token, verdict.result, { ttl: verdict.ttlMs });
       return verdict.result;
     } catch {
-      return REJECTED; // verify catches everything; belt and braces for "never throws"
+      return UNCHECKED; // verify catches everything; belt and braces for "never throws"
     } finally {
       inFlight.delete(token);
     }
@@ -91,17 +106,16 @@ export function createIdentityResolver(
   return Object.freeze({
     resolve(headers: IncomingHeaders, peerTrusted: boolean): Identity | Promise<Identity> {
       const token = verify === undefined ? undefined : readToken(headers, cookieName);
-      if (verify === undefined || token === undefined || token.length > MAX_TOKEN_LENGTH) {
-        return fromHeader(headers, peerTrusted);
-      }
+      if (verify === undefined || token === undefined) return fromHeader(headers, peerTrusted);
+      if (token.length > MAX_TOKEN_LENGTH) return afterToken(fromHeader(headers, peerTrusted), REJECTED);
       const cached = verdicts.get(token);
-      if (cached !== undefined) return cached === REJECTED ? fromHeader(headers, peerTrusted) : cached;
+      if (cached !== undefined) return typeof cached === 'symbol' ? afterToken(fromHeader(headers, peerTrusted), cached) : cached;
       let pending = inFlight.get(token);
       if (pending === undefined) {
         pending = verifyOnce(verify, token);
         inFlight.set(token, pending);
       }
-      return pending.then((result) => (result === REJECTED ? fromHeader(headers, peerTrusted) : result));
+      return pending.then((result) => (typeof result === 'symbol' ? afterToken(fromHeader(headers, peerTrusted), result) : result));
     },
     close(): void {
       closed = true;
@@ -150,7 +164,8 @@ function readToken(headers: IncomingHeaders, cookieName: string | undefined): st
   return readCookie(typeof cookie === 'string' ? cookie : cookie.join('; '), cookieName);
 }
 
-function readCookie(header: string, name: string): string | undefined {
+/** The value of cookie `name` in a `Cookie` header (quotes removed), or undefined when absent or empty. */
+export function readCookie(header: string, name: string): string | undefined {
   let start = 0;
   while (start < header.length) {
     let end = header.indexOf(';', start);
@@ -177,6 +192,8 @@ function createJwtVerifier(jwt: JwtConfig, health: Health, now: () => number): (
   const key = createVerificationKey(jwt, algorithms, health, now);
   const userClaim = jwt.userClaim || 'sub';
   const tierClaim = jwt.tierClaim;
+  // A token that never expires is a leaked key forever: without `exp` it is refused unless told otherwise.
+  const requiredClaims = jwt.requireExp === false ? [] : ['exp'];
 
   function verdictFor(payload: JWTPayload): Verdict {
     const ttlMs =
@@ -186,7 +203,7 @@ function createJwtVerifier(jwt: JwtConfig, health: Health, now: () => number): (
       typeof claim === 'string' ? claim : typeof claim === 'number' && Number.isFinite(claim) ? String(claim) : '';
     if (!isUsableClaim(userId)) return { result: REJECTED, ttlMs };
     const tier = tierClaim === undefined ? undefined : payload[tierClaim];
-    const identity = typeof tier === 'string' && isUsableClaim(tier) ? { userId, tier } : { userId };
+    const identity = typeof tier === 'string' && isUsableClaim(tier) ? { userId, tier, tokenPresented: true } : { userId, tokenPresented: true };
     return { result: Object.freeze(identity), ttlMs };
   }
 
@@ -196,6 +213,7 @@ function createJwtVerifier(jwt: JwtConfig, health: Health, now: () => number): (
         algorithms,
         issuer: jwt.issuer,
         audience: jwt.audience,
+        requiredClaims,
         currentDate: new Date(now()),
       });
       health.recovered('jwt_key_invalid');

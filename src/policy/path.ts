@@ -2,12 +2,16 @@
  * One spelling per path, so that spelling a path differently cannot escape a limit.
  *
  * Steps: take the path of an origin-form or absolute-form target (query and fragment never
- * count); decode percent-escapes of unreserved characters only (`%41` -> `A`; `%2F` stays
- * encoded, so it cannot forge a separator) and upper-case the hex of the others; treat `\`
- * as `/` (as WHATWG URL parsers do); collapse empty segments; resolve `.` and `..` (never
- * above the root); drop the trailing slash (root stays `/`); lower-case ASCII letters unless
- * `caseSensitive`. Non-ASCII characters (only route patterns can contain them: Node refuses
- * raw bytes above 0x7F in a request target) become UTF-8 percent-escapes. Never throws.
+ * count); decode percent-escapes of unreserved characters (`%41` -> `A`) and upper-case the
+ * hex of the others; read `\`, `%2F` and `%5C` as `/` (decoded once: `%252F` stays the text
+ * `%2F`), because upstreams that decode them would otherwise see a path no route matched;
+ * drop `;` path parameters of each segment (`/login;x=1` is `/login`, `..;x` is `..`), as
+ * servlet containers do; collapse empty segments; then resolve `.` and `..` (never above the
+ * root), so `/a/..;x/b` and `/a%2F..%2Fb` are `/b`; drop the trailing slash (root stays `/`);
+ * lower-case ASCII letters unless `caseSensitive`. Non-ASCII characters (only route patterns
+ * can contain them: Node refuses raw bytes above 0x7F in a request target) become UTF-8
+ * percent-escapes. Never throws; a target `isInvalidPath` refuses gets some spelling (a
+ * broken `%` reads as `%25`), but the proxy answers it with 400 before matching.
  */
 export function canonicalPath(rawTarget: string, caseSensitive: boolean): string {
   const from = pathStart(rawTarget);
@@ -26,6 +30,7 @@ const BACKSLASH = 0x5c;
 const PERCENT = 0x25;
 const DOT = 0x2e;
 const QUESTION = 0x3f;
+const SEMICOLON = 0x3b;
 const HASH = 0x23;
 const UPPER_A = 0x41;
 const UPPER_Z = 0x5a;
@@ -73,7 +78,7 @@ function needsWork(target: string, from: number, to: number, caseSensitive: bool
   let previous = 0;
   for (let i = from; i < to; i++) {
     const c = target.charCodeAt(i);
-    if (c === PERCENT || c === BACKSLASH || c > 0x7e) return true;
+    if (c === PERCENT || c === BACKSLASH || c === SEMICOLON || c > 0x7e) return true;
     if (previous === SLASH && (c === SLASH || c === DOT)) return true;
     if (!caseSensitive && c >= UPPER_A && c <= UPPER_Z) return true;
     previous = c;
@@ -84,28 +89,39 @@ function needsWork(target: string, from: number, to: number, caseSensitive: bool
 function rebuild(target: string, from: number, to: number, caseSensitive: boolean): string {
   const segments: string[] = [];
   let segment = '';
+  // After a `;` up to the next separator: a path parameter, dropped.
+  let inParameters = false;
   for (let i = from; i < to; i++) {
     const c = target.charCodeAt(i);
     if (c === SLASH || c === BACKSLASH) {
       pushSegment(segments, segment);
       segment = '';
+      inParameters = false;
     } else if (c === PERCENT) {
       const high = hexValue(target.charCodeAt(i + 1));
       const low = high < 0 || i + 2 >= to ? -1 : hexValue(target.charCodeAt(i + 2));
       if (low < 0) {
-        segment += '%25'; // a lone `%` is spelled as the escape it stands for
+        if (!inParameters) segment += '%25'; // a lone `%` is spelled as the escape it stands for
         continue;
       }
       const byte = high * 16 + low;
-      segment += isUnreserved(byte)
-        ? String.fromCharCode(caseSensitive ? byte : lowerAscii(byte))
-        : '%' + HEX_DIGITS[high] + HEX_DIGITS[low];
       i += 2;
+      if (byte === SLASH || byte === BACKSLASH) {
+        pushSegment(segments, segment);
+        segment = '';
+        inParameters = false;
+      } else if (!inParameters) {
+        segment += isUnreserved(byte)
+          ? String.fromCharCode(caseSensitive ? byte : lowerAscii(byte))
+          : '%' + HEX_DIGITS[high] + HEX_DIGITS[low];
+      }
     } else if (c > 0x7e) {
       const codePoint = target.codePointAt(i)!;
       if (codePoint > 0xffff) i++;
-      segment += codePoint >= 0xd800 && codePoint <= 0xdfff ? REPLACEMENT_ESCAPE : utf8Escapes(codePoint);
-    } else {
+      if (!inParameters) segment += codePoint >= 0xd800 && codePoint <= 0xdfff ? REPLACEMENT_ESCAPE : utf8Escapes(codePoint);
+    } else if (c === SEMICOLON) {
+      inParameters = true;
+    } else if (!inParameters) {
       segment += String.fromCharCode(caseSensitive ? c : lowerAscii(c));
     }
   }
@@ -149,4 +165,29 @@ function utf8Escapes(codePoint: number): string {
     escapes += '%' + HEX_DIGITS[byte >> 4] + HEX_DIGITS[byte & 0x0f];
   }
   return escapes;
+}
+
+/**
+ * A request target whose path must be refused (400 INVALID_PATH) before any matching: an
+ * invalid percent-escape (`%zz`, a lone `%`), an escaped NUL (`%00`), or, with
+ * `rejectEscapedSlashes` (`paths.escapedSlashes: reject`), any `%2F` or `%5C`. Only the
+ * path counts, not the query. A target without `%` costs one indexOf.
+ */
+export function isInvalidPath(rawTarget: string, rejectEscapedSlashes: boolean): boolean {
+  let i = rawTarget.indexOf('%');
+  if (i < 0) return false;
+  const from = pathStart(rawTarget);
+  if (from < 0) return false;
+  const to = pathEnd(rawTarget, from);
+  if (i < from) i = rawTarget.indexOf('%', from);
+  while (i >= 0 && i < to) {
+    const high = hexValue(rawTarget.charCodeAt(i + 1));
+    const low = high < 0 || i + 2 >= to ? -1 : hexValue(rawTarget.charCodeAt(i + 2));
+    if (low < 0) return true;
+    const byte = high * 16 + low;
+    if (byte === 0) return true;
+    if (rejectEscapedSlashes && (byte === SLASH || byte === BACKSLASH)) return true;
+    i = rawTarget.indexOf('%', i + 3);
+  }
+  return false;
 }

@@ -6,6 +6,8 @@ interface CompiledMatcher {
   readonly route: CompiledRoute;
   /** Undefined = any method. */
   readonly methods: ReadonlySet<string> | undefined;
+  /** The route answers CORS preflights (`guards.cors`): they match whatever `methods` says. */
+  readonly answersPreflights: boolean;
   /** Undefined = upgrades and plain requests alike. */
   readonly websocket: boolean | undefined;
   readonly caseSensitive: boolean;
@@ -22,11 +24,11 @@ const PREFIX_SUFFIX = '/*';
 export function createRouter(routes: ReadonlyArray<{ route: CompiledRoute; match: RouteMatchConfig }>): RouteMatcher {
   const matchers = routes.map(({ route, match }) => compileMatcher(route, match));
   return Object.freeze({
-    match(method: string, rawTarget: string, isUpgrade: boolean): CompiledRoute | undefined {
+    match(method: string, rawTarget: string, isUpgrade: boolean, preflight = false): CompiledRoute | undefined {
       let foldedPath: string | undefined;
       let exactPath: string | undefined;
       for (const matcher of matchers) {
-        if (matcher.methods !== undefined && !matcher.methods.has(method)) continue;
+        if (matcher.methods !== undefined && !matcher.methods.has(method) && !(preflight && matcher.answersPreflights)) continue;
         if (matcher.websocket !== undefined && matcher.websocket !== isUpgrade) continue;
         const path = matcher.caseSensitive
           ? (exactPath ??= canonicalPath(rawTarget, true))
@@ -43,6 +45,7 @@ function compileMatcher(route: CompiledRoute, match: RouteMatchConfig): Compiled
   return Object.freeze({
     route,
     methods: match.methods === undefined ? undefined : compileMethods(match.methods),
+    answersPreflights: route.guards?.cors != null,
     websocket: match.websocket,
     caseSensitive,
     matchesPath: compilePathTest(route.id, match, caseSensitive),

@@ -1,4 +1,6 @@
 import type { AlgorithmName, LimitFor, Mode, PolicyConfig } from '../config/types.js';
+import type { CompiledGuards } from '../guards/types.js';
+import type { UpstreamHeaders } from './upstream-headers.js';
 import type { Calendar } from '../limiter/calendar.js';
 import type { CompiledSession } from '../sessions/types.js';
 
@@ -83,16 +85,26 @@ export interface CompiledRoute {
   readonly mode: Mode;
   readonly upstreamTimeoutMs: number;
   readonly limits: readonly CompiledLimit[];
+  /** The route's effective guards (defaults merged), or null: a route without guards pays nothing. */
+  readonly guards: CompiledGuards | null;
   /** Upstream response headers the client never sees: the cost headers of the route's limits (null = none). */
   readonly dropResponseHeaders: ReadonlySet<string> | null;
   /** WebSocket session limits; null = none (the tunnel stays a raw byte relay). */
   readonly session: CompiledSession | null;
 }
 
-/** The identity a request carries; both fields absent = anonymous. */
+/** The identity a request carries; userId and tier absent = anonymous. */
 export interface Identity {
   readonly userId?: string;
   readonly tier?: string;
+  /** A token (Bearer or cookie) came with the request. */
+  readonly tokenPresented?: boolean;
+  /**
+   * The presented token was refused (invalid, expired, forged, too long, no usable user
+   * claim): `auth: required` then answers `error="invalid_token"`. Not set when the
+   * token could not be checked for a reason of ours (JWKS unreachable).
+   */
+  readonly tokenError?: boolean;
 }
 
 export const ANONYMOUS: Identity = Object.freeze({});
@@ -136,8 +148,10 @@ export interface RouteMatcher {
   /**
    * First route whose matcher accepts the request; undefined = pass untouched.
    * @param rawTarget the request target as received (`/a//b/../c?x=1`); canonicalised internally
+   * @param preflight the request is a CORS preflight: a route with `guards.cors` matches it
+   *   even when its `match.methods` lacks OPTIONS (Tollgate answers it)
    */
-  match(method: string, rawTarget: string, isUpgrade: boolean): CompiledRoute | undefined;
+  match(method: string, rawTarget: string, isUpgrade: boolean, preflight?: boolean): CompiledRoute | undefined;
 }
 
 /** Everything a request needs, built once per load/reload and never mutated. */
@@ -153,4 +167,8 @@ export interface CompiledPolicy {
   readonly clientIp: ClientIpResolver;
   readonly identity: IdentityResolver | null;
   readonly allow: AllowList;
+  /** `paths.escapedSlashes: reject`: any `%2F`/`%5C` in a path is 400 INVALID_PATH. */
+  readonly rejectEscapedSlashes: boolean;
+  /** Client headers the upstream must not get, and the ones Tollgate sets instead. */
+  readonly upstreamHeaders: UpstreamHeaders;
 }

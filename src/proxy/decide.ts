@@ -1,9 +1,24 @@
 import { randomUUID } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import {
+  answerPreflight,
+  checkAccess,
+  checkBody,
+  checkHead,
+  INVALID_PATH,
+  isPreflight,
+  needsBody,
+  PAYLOAD_TOO_LARGE,
+  readBody,
+  type BodyRead,
+  type GuardRefusal,
+  type PreflightAnswer,
+} from '../guards/index.js';
 import type { RateReport, Verdict } from '../limiter/limiter.js';
 import { buildChecks, NO_LIMIT, type Limiter } from '../limiter/limiter.js';
 import type { Decision, Metrics } from '../observability/metrics.js';
 import type { ViolationLog } from '../observability/violations.js';
+import { isInvalidPath } from '../policy/path.js';
 import { ANONYMOUS, type ClientAddress, type CompiledPolicy, type CompiledRoute, type Identity } from '../policy/types.js';
 import { retryAfterSeconds } from './rate-headers.js';
 
@@ -18,7 +33,24 @@ export interface Evaluation {
   readonly decision: Decision;
   /** When the decision was taken (clock ms), for header arithmetic. */
   readonly now: number;
+  /** A guard (or the path check) refused the request: nothing after it ran (decision guard_refused). */
+  readonly refusal: GuardRefusal | null;
+  /** A CORS preflight Tollgate answers itself (204, or 403 with `refusal` set); never forwarded. */
+  readonly preflight: PreflightAnswer | null;
+  /**
+   * The body the `body` guard read (any `100 Continue` was sent for it); forwarded as is.
+   * Null: the body (if any) is still unread and streams to the upstream.
+   */
+  readonly body: Buffer | null;
 }
+
+/** A body that ended before it was complete: the client left mid-body. */
+const BODY_INCOMPLETE: GuardRefusal = Object.freeze({
+  guard: 'body',
+  code: 'INVALID_BODY',
+  status: 400,
+  details: Object.freeze({ errors: Object.freeze([Object.freeze({ path: '', message: 'the body ended before it was complete' })]) }),
+});
 
 export interface DecideDeps {
   readonly limiter: Limiter;
@@ -40,22 +72,81 @@ export function requestIdOf(req: IncomingMessage): string {
 }
 
 /**
- * Runs the policy for one request: route, client address, identity, allowlist,
- * limits. Synchronous unless a JWT must be verified or the store is remote.
+ * Runs the policy for one request, in this order (README "How a request is handled"):
+ * path check, route, CORS preflight, guards on the head, the body guard, identity, csrf
+ * and auth guards, allowlist, limits. Synchronous unless a body must be read, a JWT
+ * verified or the store is remote. A route without guards does none of the guard steps.
  */
-export function evaluate(policy: CompiledPolicy, deps: DecideDeps, req: IncomingMessage, isUpgrade: boolean): Evaluation | Promise<Evaluation> {
+export function evaluate(
+  policy: CompiledPolicy,
+  deps: DecideDeps,
+  req: IncomingMessage,
+  isUpgrade: boolean,
+  /** Plain requests: their response (to invite a body the `body` guard reads); upgrades read no body. */
+  res?: ServerResponse,
+  /** `Expect: 100-continue`: a `100 Continue` is sent before a body is read. */
+  expectsContinue = false,
+): Evaluation | Promise<Evaluation> {
   const requestId = requestIdOf(req);
   const client = policy.clientIp.resolve(req.socket.remoteAddress, req.headers['x-forwarded-for']);
-  const route = policy.router.match(req.method ?? 'GET', req.url ?? '/', isUpgrade);
+  const target = req.url ?? '/';
+  if (isInvalidPath(target, policy.rejectEscapedSlashes)) return refuse(deps, requestId, undefined, client, ANONYMOUS, INVALID_PATH, null, null);
+  const method = req.method ?? 'GET';
+  const preflight = method === 'OPTIONS' && !isUpgrade && isPreflight(method, req.headers);
+  const route = policy.router.match(method, target, isUpgrade, preflight);
   if (route === undefined) {
-    return { requestId, route, client, identity: ANONYMOUS, verdict: NO_LIMIT, decision: 'bypassed', now: 0 };
+    return { requestId, route, client, identity: ANONYMOUS, verdict: NO_LIMIT, decision: 'bypassed', now: 0, refusal: null, preflight: null, body: null };
   }
+  const guards = route.guards;
+  if (guards !== null && guards.checksRequest) {
+    if (preflight && guards.cors !== null) {
+      const answer = answerPreflight(guards, req.headers);
+      if (answer.status === 403) return refuse(deps, requestId, route, client, ANONYMOUS, answer.refusal, null, answer);
+      // Answered by Tollgate: no quota, no upstream.
+      return { requestId, route, client, identity: ANONYMOUS, verdict: NO_LIMIT, decision: 'bypassed', now: 0, refusal: null, preflight: answer, body: null };
+    }
+    const refusal = checkHead(guards, method, req.headers);
+    if (refusal !== null) return refuse(deps, requestId, route, client, ANONYMOUS, refusal, null, null);
+    if (res !== undefined && needsBody(guards, method, req.headers)) {
+      if (expectsContinue) res.writeContinue();
+      return readBody(req, guards.maxBodySize).then((read) => withBody(policy, deps, req, requestId, route, client, read));
+    }
+  }
+  return identify(policy, deps, req, requestId, route, client, null);
+}
+
+/** The `body` guard on the body just read, then the rest. */
+function withBody(
+  policy: CompiledPolicy,
+  deps: DecideDeps,
+  req: IncomingMessage,
+  requestId: string,
+  route: CompiledRoute,
+  client: ClientAddress,
+  read: BodyRead,
+): Evaluation | Promise<Evaluation> {
+  if (read.kind === 'too_large') return refuse(deps, requestId, route, client, ANONYMOUS, PAYLOAD_TOO_LARGE, null, null);
+  if (read.kind === 'aborted') return refuse(deps, requestId, route, client, ANONYMOUS, BODY_INCOMPLETE, null, null);
+  const refusal = checkBody(route.guards!, req.method ?? 'GET', read.body);
+  if (refusal !== null) return refuse(deps, requestId, route, client, ANONYMOUS, refusal, read.body, null);
+  return identify(policy, deps, req, requestId, route, client, read.body);
+}
+
+function identify(
+  policy: CompiledPolicy,
+  deps: DecideDeps,
+  req: IncomingMessage,
+  requestId: string,
+  route: CompiledRoute,
+  client: ClientAddress,
+  body: Buffer | null,
+): Evaluation | Promise<Evaluation> {
   const started = performance.now();
   const identity = policy.identity === null ? ANONYMOUS : policy.identity.resolve(req.headers, client.peerTrusted);
   if (identity instanceof Promise) {
-    return identity.then((id) => limit(policy, deps, req, requestId, route, client, id, started));
+    return identity.then((id) => limit(policy, deps, req, requestId, route, client, id, started, body));
   }
-  return limit(policy, deps, req, requestId, route, client, identity, started);
+  return limit(policy, deps, req, requestId, route, client, identity, started, body);
 }
 
 function limit(
@@ -67,17 +158,53 @@ function limit(
   client: ClientAddress,
   identity: Identity,
   started: number,
+  body: Buffer | null,
 ): Evaluation | Promise<Evaluation> {
+  const guards = route.guards;
+  // Guards enforce for allowlisted clients and on shadow routes too: only limits are skipped.
+  if (guards !== null && guards.checksRequest) {
+    const refusal = checkAccess(guards, req.method ?? 'GET', req.headers, identity);
+    if (refusal !== null) return refuse(deps, requestId, route, client, identity, refusal, body, null);
+  }
   if (policy.allow.isAllowed(client, identity)) {
-    return { requestId, route, client, identity, verdict: NO_LIMIT, decision: 'bypassed', now: 0 };
+    return { requestId, route, client, identity, verdict: NO_LIMIT, decision: 'bypassed', now: 0, refusal: null, preflight: null, body };
   }
   const checks = buildChecks(route, client, identity, req.headers);
   const now = deps.clock();
   const verdict = deps.limiter.decide(route, checks, now);
   if (verdict instanceof Promise) {
-    return verdict.then((v) => settle(deps, requestId, route, client, identity, v, now, started));
+    return verdict.then((v) => settle(deps, requestId, route, client, identity, v, now, started, body));
   }
-  return settle(deps, requestId, route, client, identity, verdict, now, started);
+  return settle(deps, requestId, route, client, identity, verdict, now, started, body);
+}
+
+/** A guard's refusal: counted (tollgate_guard_refusals_total), logged (bounded), no quota touched. */
+function refuse(
+  deps: DecideDeps,
+  requestId: string,
+  route: CompiledRoute | undefined,
+  client: ClientAddress,
+  identity: Identity,
+  refusal: GuardRefusal,
+  body: Buffer | null,
+  preflight: PreflightAnswer | null,
+): Evaluation {
+  const routeId = route?.id ?? UNMATCHED_ROUTE;
+  recordGuardRefusal(deps, routeId, refusal, client, requestId);
+  return { requestId, route, client, identity, verdict: NO_LIMIT, decision: 'guard_refused', now: 0, refusal, preflight, body };
+}
+
+/** Metric and (suppressed per route, guard and client) log line of a guard refusal. */
+export function recordGuardRefusal(deps: Pick<DecideDeps, 'metrics' | 'violations'>, routeId: string, refusal: GuardRefusal, client: ClientAddress, requestId: string): void {
+  deps.metrics.hot.guardRefused(routeId, refusal.guard);
+  deps.violations.refusal({
+    route: routeId,
+    guard: refusal.guard,
+    code: refusal.code,
+    clientIp: client.ip,
+    requestId,
+    key: `guard|${routeId}|${refusal.guard}|${client.key}`,
+  });
 }
 
 function settle(
@@ -89,6 +216,7 @@ function settle(
   verdict: Verdict,
   now: number,
   started: number,
+  body: Buffer | null,
 ): Evaluation {
   const { metrics } = deps;
   if (verdict.reason !== 'no_applicable_limit') {
@@ -113,7 +241,7 @@ function settle(
     // Decided by the local fallback because the shared store failed: counted as a store error.
     if (report.degraded) decision = 'store_error';
   }
-  return { requestId, route, client, identity, verdict, decision, now };
+  return { requestId, route, client, identity, verdict, decision, now, refusal: null, preflight: null, body };
 }
 
 /** The early warning: allowed with less than 20% of a limit's quota left. */

@@ -9,6 +9,16 @@ export const ERRORS = {
   UPSTREAM_TIMEOUT: { status: 504, message: 'Upstream service timed out' },
   SHUTTING_DOWN: { status: 503, message: 'Server is shutting down, please retry' },
   INTERNAL_ERROR: { status: 500, message: 'Internal error' },
+  // Request guards (src/guards/) and path hygiene.
+  METHOD_NOT_ALLOWED: { status: 405, message: 'Method not allowed on this endpoint' },
+  ORIGIN_NOT_ALLOWED: { status: 403, message: 'Origin not allowed' },
+  CORS_METHOD_NOT_ALLOWED: { status: 403, message: 'Method not allowed for cross-origin requests' },
+  AUTH_REQUIRED: { status: 401, message: 'Authentication required' },
+  PAYLOAD_TOO_LARGE: { status: 413, message: 'Request body too large' },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'Unsupported content type' },
+  INVALID_BODY: { status: 400, message: 'Request body is invalid' },
+  CSRF_TOKEN_INVALID: { status: 403, message: 'CSRF token missing or invalid' },
+  INVALID_PATH: { status: 400, message: 'Invalid request path' },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof ERRORS;

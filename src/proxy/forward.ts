@@ -1,6 +1,10 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import type { Readable } from 'node:stream';
 import { Pool, errors as undiciErrors } from 'undici';
 import type { Dispatcher } from 'undici';
+import { decorateResponse, type CompiledGuards } from '../guards/index.js';
+import type { Identity } from '../policy/types.js';
+import type { UpstreamHeaders } from '../policy/upstream-headers.js';
 import type { Settlement } from '../limiter/settlement.js';
 import { rateLimitHeaders } from './rate-headers.js';
 
@@ -55,6 +59,13 @@ export interface ForwardContext {
   /** Filled by the forwarder: when the upstream's response headers arrived (performance.now()). */
   headersAt: number;
   status: number;
+  /**
+   * The route's guards when they decorate responses (CORS, security headers), else null;
+   * applied to the upstream's response head with `corsOrigin` and `https` (see guards/index.ts).
+   */
+  readonly guards: CompiledGuards | null;
+  readonly corsOrigin: string | undefined;
+  readonly https: boolean;
 }
 
 export type ForwardFailure = 'timeout' | 'unavailable' | 'client_closed';
@@ -65,21 +76,32 @@ export interface ForwardOptions {
   readonly forwardedProto: string;
   readonly forwardedHost: string | undefined;
   readonly timeoutMs: number;
+  /** Header hygiene (src/policy/upstream-headers.ts): what the upstream must not get, what it gets instead. */
+  readonly upstreamHeaders: UpstreamHeaders;
+  readonly peerTrusted: boolean;
+  /** The client IP Tollgate resolved (X-Real-IP). */
+  readonly clientIp: string;
+  /** The identity Tollgate believed (identity.forward headers); undefined on unmatched requests. */
+  readonly identity: Identity | undefined;
+  /** The body to send instead of the request stream: the one the `body` guard read, or a BodyLimit. Undefined: the request. */
+  readonly body?: Buffer | Readable;
 }
 
-/** Copies the client's raw headers minus hop-by-hop ones into undici's flat array form. */
+/** Copies the client's raw headers minus hop-by-hop and spoofable ones into undici's flat array form. */
 function requestHeaders(req: IncomingMessage, options: ForwardOptions, requestId: string): string[] {
   const raw = req.rawHeaders;
   const connection = req.headers.connection;
   const dropped = connection !== undefined && connection !== 'keep-alive' && connection !== 'close' ? connectionTokens(connection) : null;
+  const { upstreamHeaders, peerTrusted } = options;
   const out: string[] = [];
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i];
-    if (isHopByHop(name) || (dropped !== null && dropped.has(name.toLowerCase()))) continue;
+    if (isHopByHop(name) || upstreamHeaders.drops(name, peerTrusted) || (dropped !== null && dropped.has(name.toLowerCase()))) continue;
     out.push(name, raw[i + 1]);
   }
   out.push('x-forwarded-for', options.forwardedFor, 'x-forwarded-proto', options.forwardedProto, 'x-request-id', requestId);
   if (options.forwardedHost !== undefined) out.push('x-forwarded-host', options.forwardedHost);
+  upstreamHeaders.append(out, options.clientIp, options.identity);
   return out;
 }
 
@@ -90,10 +112,11 @@ function requestHeaders(req: IncomingMessage, options: ForwardOptions, requestId
 export function upgradeRequestHeaders(req: IncomingMessage, options: ForwardOptions, requestId: string): Record<string, string | string[]> {
   const connection = req.headers.connection;
   const dropped = connection !== undefined ? connectionTokens(connection) : null;
+  const { upstreamHeaders, peerTrusted } = options;
   const out: Record<string, string | string[]> = {};
   for (const name in req.headers) {
     const value = req.headers[name];
-    if (value === undefined || HOP_BY_HOP.has(name) || (dropped !== null && dropped.has(name))) continue;
+    if (value === undefined || HOP_BY_HOP.has(name) || upstreamHeaders.drops(name, peerTrusted) || (dropped !== null && dropped.has(name))) continue;
     out[name] = value;
   }
   out.connection = 'upgrade';
@@ -102,6 +125,7 @@ export function upgradeRequestHeaders(req: IncomingMessage, options: ForwardOpti
   out['x-forwarded-proto'] = options.forwardedProto;
   out['x-request-id'] = requestId;
   if (options.forwardedHost !== undefined) out['x-forwarded-host'] = options.forwardedHost;
+  upstreamHeaders.assign(out, options.clientIp, options.identity);
   return out;
 }
 
@@ -197,6 +221,8 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     }
     const res = ctx.res;
     if (ctx.draining()) res.shouldKeepAlive = false;
+    // The response-head stage of the route's guards: CORS (the upstream's replaced) and security headers.
+    if (ctx.guards !== null) decorateResponse(ctx.guards, headers, ctx.corsOrigin, ctx.https);
     res.writeHead(statusCode, responseHead(headers, ctx.responseHeaders, ctx.dropHeaders));
   }
 
@@ -276,7 +302,7 @@ export class HttpForwarder {
         path: url.charCodeAt(0) === 47 /* / */ ? url : originForm(url),
         method: req.method as Dispatcher.HttpMethod,
         headers: requestHeaders(req, options, ctx.requestId),
-        body: hasBody(req) ? req : null,
+        body: options.body !== undefined ? options.body : hasBody(req) ? req : null,
         headersTimeout: options.timeoutMs,
         bodyTimeout: 0,
       },

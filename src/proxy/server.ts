@@ -1,15 +1,17 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
+import type { Readable } from 'node:stream';
+import { applySecurityHeaders, corsOrigin, limitBody, PAYLOAD_TOO_LARGE, wantsHsts } from '../guards/index.js';
 import type { Settlement } from '../limiter/settlement.js';
 import type { Logger } from '../observability/logger.js';
-import type { CompiledPolicy } from '../policy/types.js';
+import type { ClientAddress, CompiledPolicy } from '../policy/types.js';
 import { TunnelRegistry } from '../sessions/registry.js';
 import type { SessionClock } from '../sessions/types.js';
-import { evaluate, UNMATCHED_ROUTE, type DecideDeps, type Evaluation } from './decide.js';
+import { evaluate, recordGuardRefusal, UNMATCHED_ROUTE, type DecideDeps, type Evaluation } from './decide.js';
 import { hasBody, upgradeRequestHeaders, type ForwardContext, type ForwardFailure, type ForwardOptions, type HttpForwarder } from './forward.js';
 import { rateLimitHeaders } from './rate-headers.js';
 import { ERRORS } from './errors.js';
-import { errorResponse, rateLimitedResponse, send, sendOnSocket, type OwnResponse } from './responses.js';
+import { errorResponse, guardRefusedResponse, rateLimitedResponse, send, sendOnSocket, type Decoration, type OwnResponse } from './responses.js';
 import type { UpgradeForwarder } from './upgrade.js';
 
 /** A policy with the forwarders built for its upstream; swapped whole on reload. */
@@ -58,8 +60,9 @@ function statusClass(status: number): string {
   return status >= 100 && status < 600 ? STATUS_CLASSES[Math.floor(status / 100)] : 'error';
 }
 
-/** The response a refusing verdict gets; undefined when the request goes on. */
+/** The response a refusing verdict (or guard) gets; undefined when the request goes on. */
 function refusal(deps: ProxyDeps, ev: Evaluation): OwnResponse | undefined {
+  if (ev.refusal !== null) return guardRefusedResponse(ev.refusal, ev.requestId, ev.route?.id);
   const verdict = ev.verdict;
   if (verdict.action !== 'refuse') return undefined;
   if (verdict.reason === 'store_unavailable') {
@@ -104,12 +107,56 @@ function passHeaders(ev: Evaluation): Record<string, string> | null {
   return rateLimitHeaders(verdict.report, ev.now);
 }
 
+/**
+ * How the route's guards decorate one of Tollgate's own responses (undefined: they do
+ * not). `origin: null` leaves CORS headers out (a refused preflight).
+ */
+function decorationFor(req: IncomingMessage, ev: Evaluation, origin?: null): Decoration | undefined {
+  const guards = ev.route?.guards;
+  if (guards == null || !guards.decoratesResponse) return undefined;
+  // Refused by methods (before the origin check) or by origins: the origin is not known to be allowed.
+  const checked = ev.refusal === null || (ev.refusal.guard !== 'methods' && ev.refusal.guard !== 'origins');
+  return {
+    guards,
+    origin: origin === null ? undefined : corsOrigin(guards, req.headers, checked),
+    https: wantsHsts(guards, req.headers, ev.client.peerTrusted),
+  };
+}
+
+/** Tollgate's answer to a CORS preflight: 204 with the CORS headers, or the refusal without them. */
+function answerPreflight(req: IncomingMessage, res: ServerResponse, ev: Evaluation): void {
+  const answer = ev.preflight!;
+  if (answer.status === 403) {
+    send(res, guardRefusedResponse(answer.refusal, ev.requestId, ev.route?.id), ev.requestId, decorationFor(req, ev, null));
+    return;
+  }
+  const headers: Record<string, string> = { ...answer.headers, 'x-request-id': ev.requestId };
+  const guards = ev.route!.guards!;
+  if (guards.securityHeaders !== null) applySecurityHeaders(guards.securityHeaders, headers, wantsHsts(guards, req.headers, ev.client.peerTrusted));
+  res.writeHead(204, headers);
+  res.end();
+}
+
+type TrackedContext = ForwardContext & { routeId: string; startedAt: number; client: ClientAddress; bodyTooLarge: boolean };
+
+/** The decoration of an own response (502, 504, 413) on a forwarded request, from its context; built only then. */
+function forwardedDecoration(ctx: ForwardContext): Decoration | undefined {
+  return ctx.guards === null ? undefined : { guards: ctx.guards, origin: ctx.corsOrigin, https: ctx.https };
+}
+
 export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): ProxyServer {
   const { metrics, logger } = deps;
   const tunnels = new TunnelRegistry({ metrics, logger, clock: deps.sessionClock });
 
   const onForwardDone = (ctx: ForwardContext, status: number, failure: ForwardFailure | null, headersAt: number): void => {
-    const fwd = ctx as ForwardContext & { routeId: string; startedAt: number };
+    const fwd = ctx as TrackedContext;
+    if (failure !== null && fwd.bodyTooLarge) {
+      // A streamed (chunked) body passed maxBodySize: the upstream request was aborted.
+      recordGuardRefusal(deps, fwd.routeId, PAYLOAD_TOO_LARGE, fwd.client, ctx.requestId);
+      if (status === 0) ctx.settlement?.head(PAYLOAD_TOO_LARGE.status);
+      if (!ctx.res.headersSent && !ctx.res.destroyed) send(ctx.res, guardRefusedResponse(PAYLOAD_TOO_LARGE, ctx.requestId, fwd.routeId), ctx.requestId, forwardedDecoration(ctx));
+      return;
+    }
     if (failure === 'client_closed') return;
     if (failure !== null && status === 0) {
       const code = failure === 'timeout' ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE';
@@ -119,7 +166,7 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
       metrics.hot.upstream(fwd.routeId, 'error', (performance.now() - fwd.startedAt) / 1000);
       if (!ctx.res.headersSent && !ctx.res.destroyed) {
         if (deps.draining()) ctx.res.shouldKeepAlive = false;
-        send(ctx.res, errorResponse(code, ctx.requestId), ctx.requestId);
+        send(ctx.res, errorResponse(code, ctx.requestId), ctx.requestId, forwardedDecoration(ctx));
       }
       return;
     }
@@ -134,7 +181,9 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
     responseHeaders['x-request-id'] = ev.requestId;
     const settlement = settlementOf(ev);
     endOnClose(res, settlement);
-    const ctx = {
+    const guards = ev.route?.guards ?? null;
+    const decorates = guards !== null && guards.decoratesResponse;
+    const ctx: TrackedContext = {
       res,
       responseHeaders,
       requestId: ev.requestId,
@@ -145,20 +194,44 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
       draining: deps.draining,
       headersAt: 0,
       status: 0,
+      guards: decorates ? guards : null,
+      // The request passed the guards: its Origin, if any, is allowed.
+      corsOrigin: decorates ? corsOrigin(guards, req.headers, true) : undefined,
+      https: decorates ? wantsHsts(guards, req.headers, ev.client.peerTrusted) : false,
       routeId: ev.route?.id ?? UNMATCHED_ROUTE,
       startedAt: performance.now(),
+      client: ev.client,
+      bodyTooLarge: false,
     };
-    active.http.forward(req, ctx, forwardOptions(active, req, ev));
+    let body: Buffer | Readable | undefined = ev.body ?? undefined;
+    // A chunked body on a route with maxBodySize is counted on its way (Content-Length was checked already).
+    if (body === undefined && guards !== null && guards.maxBodySize > 0 && req.headers['content-length'] === undefined && hasBody(req)) {
+      body = limitBody(req, guards.maxBodySize, () => {
+        ctx.bodyTooLarge = true;
+        // The rest of the body is never read: the connection cannot be reused.
+        if (!res.headersSent) res.shouldKeepAlive = false;
+        else if (res.writableEnded) res.socket?.destroy();
+      });
+    }
+    active.http.forward(req, ctx, forwardOptions(active, req, ev, body));
   }
 
-  /** X-Forwarded-* (appended to the client's only from a trusted proxy) and the upstream timeout. */
-  function forwardOptions(active: ActivePolicy, req: IncomingMessage, ev: Evaluation): ForwardOptions {
+  /**
+   * X-Forwarded-* (appended to the client's only from a trusted proxy), the upstream
+   * timeout, the header hygiene inputs and the body to send (when not the request itself).
+   */
+  function forwardOptions(active: ActivePolicy, req: IncomingMessage, ev: Evaluation, body?: Buffer | Readable): ForwardOptions {
     const trusted = ev.client.peerTrusted;
     return {
       forwardedFor: appendTo(req.headers['x-forwarded-for'], peerAddress(req), trusted),
       forwardedProto: appendTo(req.headers['x-forwarded-proto'], 'http', trusted),
       forwardedHost: req.headers.host === undefined ? undefined : appendTo(req.headers['x-forwarded-host'], req.headers.host, trusted),
       timeoutMs: ev.route?.upstreamTimeoutMs ?? active.policy.upstreamTimeoutMs,
+      upstreamHeaders: active.policy.upstreamHeaders,
+      peerTrusted: trusted,
+      clientIp: ev.client.ip,
+      identity: ev.route === undefined ? undefined : ev.identity,
+      body,
     };
   }
 
@@ -166,15 +239,22 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
     metrics.hot.request(ev.route?.id ?? UNMATCHED_ROUTE, ev.decision);
     // Draining: a kept-alive connection would hold the drain open until it idles out.
     if (deps.draining()) res.shouldKeepAlive = false;
+    // A body the `body` guard read was invited already (100 Continue) and is consumed.
+    const invited = expectsContinue && ev.body === null;
+    if (ev.preflight !== null) {
+      if (invited || (hasBody(req) && !req.complete)) res.shouldKeepAlive = false;
+      answerPreflight(req, res, ev);
+      return;
+    }
     const refused = refusal(deps, ev);
     if (refused !== undefined) {
       // A body never invited (no 100 Continue) or still unread would have to be drained first:
       // close instead. Bodyless refusals keep the connection (a flood costs no new handshakes).
-      if (expectsContinue || (hasBody(req) && !req.complete)) res.shouldKeepAlive = false;
-      send(res, refused, ev.requestId);
+      if (invited || (hasBody(req) && !req.complete)) res.shouldKeepAlive = false;
+      send(res, refused, ev.requestId, decorationFor(req, ev));
       return;
     }
-    if (expectsContinue) res.writeContinue();
+    if (invited) res.writeContinue();
     forward(active, req, res, ev);
   }
 
@@ -223,7 +303,7 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
       res.once('close', onResponseClose);
     }
     try {
-      const ev = evaluate(active.policy, deps, req, false);
+      const ev = evaluate(active.policy, deps, req, false, res, expectsContinue);
       if (ev instanceof Promise) {
         ev.then(
           (e) => {
@@ -268,7 +348,7 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
       metrics.hot.request(e.route?.id ?? UNMATCHED_ROUTE, e.decision);
       const refused = refusal(deps, e);
       if (refused !== undefined) {
-        sendOnSocket(socket, refused, e.requestId);
+        sendOnSocket(socket, refused, e.requestId, decorationFor(req, e));
         return;
       }
       // From here the admitted upgrade holds its slots until its socket closes: a refusal

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -118,6 +120,44 @@ const FAILURES: Record<string, string[]> = {
   env_quoted_number: [
     '5:26 routes[0].limits[0].limit: must be a positive integer, got "20" (quoted values are text: remove the quotes)',
   ],
+  guards_cors_without_origins: [
+    '6:13 routes[0].guards.cors: needs origins (the origins whose preflights are answered); a CORS answer for any origin is never given',
+  ],
+  guards_origins_star: [
+    '6:44 routes[0].guards.origins[1]: "*" would let every site in; leave origins out instead (without it any origin passes)',
+  ],
+  guards_body_without_max_body_size: [
+    '3:19 defaults.guards.body: needs maxBodySize (the most Tollgate buffers to check a body, e.g. maxBodySize: 16kb)',
+  ],
+  guards_schema_missing: [
+    `7:23 routes[0].guards.body.schema: cannot read the JSON Schema "schemas/does-not-exist.json" (${join(FIXTURES, 'schemas/does-not-exist.json')}): no such file`,
+  ],
+  guards_schema_invalid: [
+    '7:23 routes[0].guards.body.schema: "schemas/not-a-schema.json": not a valid JSON Schema (draft 2020-12): schema is invalid: data/properties/voice/enum must be array, data/type must be equal to one of the allowed values, data/type must be array, data/type must match a schema in anyOf',
+    '13:17 routes[1].guards.body.schema: "schemas/not-json.json" is not JSON: Expected double-quoted property name in JSON at position 21',
+  ],
+  guards_unknown_key: [
+    '6:7 routes[0].guards: unknown key "methds" (did you mean "methods"?)',
+    '7:15 routes[0].guards.cors: unknown key "origins" (allowed here: methods, headers, exposeHeaders, credentials, maxAge)',
+    '7:45 routes[0].guards.cors: unknown key "method" (did you mean "methods"?)',
+  ],
+  guards_invalid_values: [
+    '6:13 routes[0].guards.auth: must be one of required, optional, got "always"',
+    '7:17 routes[0].guards.origins[0]: an origin has no path, query or fragment: write "https://app.example.com"',
+    '7:43 routes[0].guards.origins[1]: a wildcard may only be a leading "*." label (e.g. https://*.example.com), got "https://app.*.example.com"',
+    '7:72 routes[0].guards.origins[2]: must be an origin (scheme://host[:port], e.g. https://app.example.com) or null, got "app.example.com"',
+    '8:20 routes[0].guards.maxBodySize: invalid size "16KB" (use 512b, 64kb, 1mb; units are lower-case and 1024-based)',
+    '9:22 routes[0].guards.contentTypes[0]: must be a media type without parameters (type/subtype, e.g. application/json), got "json"',
+    '10:24 routes[0].guards.securityHeaders: must be strict, off or a map of header names to values, got "lax"',
+    '13:13 routes[1].guards: must be a map of guards, or off to turn defaults.guards off here, got "on"',
+  ],
+  identity_forward_reserved: [
+    '4:20 identity.forward.user: must not be authorization: the forward names are removed from every client request; pick a name of your own (e.g. x-tollgate-user)',
+    '4:41 identity.forward.tier: must differ from identity.header (x-user-id): the client\'s header would be removed before Tollgate reads it from a trusted proxy',
+  ],
+  guards_auth_without_identity: [
+    '5:21 routes[0].guards.auth: required needs an identity section (identity.jwt or identity.header), else every request is refused',
+  ],
   session_on_plain_route: [
     '5:14 routes[0].session: session limits apply to WebSocket sessions only: set match.websocket: true (this route also matches plain requests)',
   ],
@@ -232,6 +272,7 @@ test('the full fixture loads to the exact PolicyConfig, defaults included', () =
         cookie: 'session',
         issuer: 'https://issuer.example',
         audience: ['my-api', 'other-api'],
+        requireExp: true,
       },
       header: 'x-user-id',
     },
@@ -284,6 +325,7 @@ test('the full fixture loads to the exact PolicyConfig, defaults included', () =
       },
     },
     log: { access: true },
+    paths: { escapedSlashes: 'decode' },
   };
   assert.deepStrictEqual(policy.config, expected);
   assert.deepEqual(policy.warnings, []);
@@ -301,6 +343,7 @@ test('a minimal policy gets every default from types.ts', () => {
     routes: [],
     store: { type: 'memory', memory: { maxKeys: 1_000_000, maxBlocks: 100_000 } },
     log: { access: false },
+    paths: { escapedSlashes: 'decode' },
   } satisfies PolicyConfig);
 });
 
@@ -398,4 +441,66 @@ test('the shipped policies.yaml loads without errors or warnings', () => {
 test('the shipped policies.yaml takes the JWT secret from JWT_SECRET when set', () => {
   const policy = load(SHIPPED_POLICY, { JWT_SECRET: LONG_SECRET });
   assert.equal(policy.config.identity?.jwt?.secret, LONG_SECRET);
+});
+
+test('guards, paths and identity.forward load with names normalised and the schema file read', () => {
+  const policy = load(fixture('guards_full'), ENV);
+  const { config } = policy;
+  assert.deepEqual(config.paths, { escapedSlashes: 'reject' });
+  assert.deepEqual(config.identity?.forward, { user: 'x-tollgate-user', tier: 'x-tollgate-tier' });
+  assert.equal(config.identity?.jwt?.requireExp, false);
+  assert.deepEqual(config.defaults.guards, { securityHeaders: 'strict', maxBodySize: 1024 * 1024 });
+  const [token, health, guardedOnly] = config.routes;
+  const guards = token.guards;
+  assert.ok(guards !== undefined && guards !== 'off');
+  assert.deepEqual(guards.methods, ['POST']);
+  assert.deepEqual(guards.cors, {
+    methods: ['POST'],
+    headers: ['authorization', 'content-type', 'x-csrf-token'],
+    exposeHeaders: ['retry-after', 'ratelimit'],
+    credentials: true,
+    maxAgeMs: 24 * 3600 * 1000,
+  });
+  assert.equal(guards.maxBodySize, 16 * 1024);
+  assert.deepEqual(guards.contentTypes, ['application/json']);
+  assert.equal(guards.body?.schema, 'schemas/token-request.json');
+  assert.equal((guards.body?.schemaDocument as { required: string[] }).required[0], 'voice');
+  assert.deepEqual(guards.csrf, { cookie: 'csrf_token', header: 'x-csrf-token' });
+  assert.deepEqual(guards.securityHeaders, { headers: { 'Permissions-Policy': 'microphone=(self)' }, override: true });
+  assert.equal(health.guards, 'off');
+  // A route whose only guards come from the defaults may leave out limits.
+  assert.equal(guardedOnly.guards, undefined);
+  assert.deepEqual(guardedOnly.limits, []);
+});
+
+test('a route without guards (own or default) still needs limits; guards: off does not count', () => {
+  const result = loadPolicyText('routes:\n  - id: a\n    match: { path: /a }\n    guards: off\n', 'inline.yaml', {});
+  assert.equal(result.ok, false);
+  if (!result.ok) assert.deepEqual(result.errors.map(formatIssue), ['inline.yaml:2:5 routes[0].limits: is required']);
+  assert.ok(loadPolicyText('routes:\n  - id: a\n    match: { path: /a }\n    guards: { methods: [GET] }\n', 'inline.yaml', {}).ok);
+});
+
+test('cors needs origins on the effective guards: origins from the defaults are enough', () => {
+  const text = 'defaults:\n  guards: { origins: [https://a.example] }\nroutes:\n  - id: a\n    match: { path: /a }\n    guards: { cors: { credentials: true } }\n';
+  assert.ok(loadPolicyText(text, 'inline.yaml', {}).ok);
+  const off = 'defaults:\n  guards: { cors: {} }\nroutes:\n  - id: a\n    match: { path: /a }\n    guards: { origins: [https://a.example] }\n  - id: b\n    match: { path: /b }\n';
+  const result = loadPolicyText(off, 'inline.yaml', {});
+  assert.equal(result.ok, false);
+  if (!result.ok) {
+    assert.deepEqual(result.errors.map(formatIssue), [
+      'inline.yaml:2:19 defaults.guards.cors: needs origins (the origins whose preflights are answered); a CORS answer for any origin is never given',
+    ]);
+  }
+});
+
+test('a schema file is part of the content hash, so editing it is a reload', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-schema-'));
+  writeFileSync(join(dir, 's.json'), '{"type":"object"}');
+  const file = join(dir, 'policies.yaml');
+  writeFileSync(file, 'routes:\n  - id: a\n    match: { path: /a }\n    guards: { maxBodySize: 1kb, body: { schema: s.json } }\n');
+  const first = load(file, {});
+  writeFileSync(join(dir, 's.json'), '{"type":"array"}');
+  const second = load(file, {});
+  assert.equal(first.hash, second.hash, 'the policy file did not change');
+  assert.notEqual(first.contentHash, second.contentHash);
 });

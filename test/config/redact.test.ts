@@ -12,6 +12,7 @@ function policy(): PolicyConfig {
       jwt: { secret: 'jwt-secret-value', algorithms: ['HS256'], userClaim: 'sub', tierClaim: 'plan' },
       header: 'x-user-id',
     },
+    paths: { escapedSlashes: 'decode' },
     allow: { ips: [], users: ['bot'] },
     defaults: { algorithm: 'sliding-window', mode: 'enforce' },
     routes: [{ id: 'api', match: { path: '/api/*', caseSensitive: false }, limits: [{ by: 'ip', limit: 5, windowMs: 1000, for: 'any' }] }],

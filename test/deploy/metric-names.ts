@@ -14,6 +14,7 @@ export const TOLLGATE_METRICS = {
     'tollgate_requests_total',
     'tollgate_limit_exceeded_total',
     'tollgate_blocks_started_total',
+    'tollgate_guard_refusals_total',
     'tollgate_near_limit_total',
     'tollgate_store_errors_total',
     'tollgate_store_evictions_total',

@@ -84,10 +84,11 @@ export interface SeenRequest {
   body: string;
 }
 
-/** Per-path behaviour of the echo upstream: a delay (ms) before answering, a fixed status, or no answer at all. */
+/** Per-path behaviour of the echo upstream: a delay (ms) before answering, a fixed status, extra response headers, or no answer at all. */
 export interface EchoBehaviour {
   delayMs?: number;
   status?: number;
+  headers?: Record<string, string>;
   hang?: boolean;
 }
 
@@ -175,7 +176,7 @@ export async function startEchoUpstream(options: EchoUpstreamOptions = {}): Prom
         const b = behaviour.get((req.url ?? '').split('?', 1)[0]);
         if (b?.hang) return;
         const answer = (): void => {
-          res.writeHead(b?.status ?? 200, { 'content-type': 'application/json', 'x-upstream': 'echo', 'set-cookie': ['a=1', 'b=2'] });
+          res.writeHead(b?.status ?? 200, { 'content-type': 'application/json', 'x-upstream': 'echo', 'set-cookie': ['a=1', 'b=2'], ...b?.headers });
           res.end(JSON.stringify(entry));
         };
         if (b?.delayMs) setTimeout(answer, b.delayMs);

@@ -171,7 +171,7 @@ describe('violation log fields', () => {
   let token: string;
   before(async () => {
     tg = await startWithEcho(POLICY);
-    token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('user-8842').sign(new TextEncoder().encode(JWT_SECRET));
+    token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject('user-8842').setExpirationTime(4_102_444_800).sign(new TextEncoder().encode(JWT_SECRET));
   });
   after(() => tg.close());
 

@@ -22,6 +22,7 @@ function policy(routes: RouteConfig[], overrides: Partial<PolicyConfig> = {}): P
     routes,
     store: { type: 'memory', memory: { maxKeys: 1_000_000, maxBlocks: 100_000 } },
     log: { access: false },
+    paths: { escapedSlashes: 'decode' },
     ...overrides,
   };
 }

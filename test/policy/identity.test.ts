@@ -35,8 +35,14 @@ function resolverFor(config: IdentityConfig) {
   return { resolver, clock, events };
 }
 
+/** Who the request is (user and tier; ANONYMOUS for nobody), without what happened to its token. */
+function who(identity: Identity): Identity {
+  if (identity.userId === undefined) return ANONYMOUS;
+  return identity.tier === undefined ? { userId: identity.userId } : { userId: identity.userId, tier: identity.tier };
+}
+
 async function identityOf(resolver: IdentityResolver, headers: IncomingHeaders, peerTrusted = false): Promise<Identity> {
-  return resolver.resolve(headers, peerTrusted);
+  return who(await resolver.resolve(headers, peerTrusted));
 }
 
 describe('identity from an HS256 JWT', () => {
@@ -98,7 +104,8 @@ describe('identity from an HS256 JWT', () => {
     const { resolver, events } = resolverFor({ jwt: jwtConfig() });
     assert.equal(await identityOf(resolver, bearer(token)), ANONYMOUS);
     const again = resolver.resolve(bearer(token), false);
-    assert.equal(again, ANONYMOUS, 'rejected like any bad token, and cached');
+    assert.ok(!(again instanceof Promise));
+    assert.equal(who(again), ANONYMOUS, 'rejected like any bad token, and cached');
     assert.deepEqual(events, []);
   });
 
@@ -125,12 +132,42 @@ describe('identity from an HS256 JWT', () => {
     const token = await hsToken({ sub: 'alice' }, { exp: T0_SECONDS + 30 });
     const first = resolver.resolve(bearer(token), false);
     assert.ok(first instanceof Promise);
-    assert.deepEqual(await first, { userId: 'alice' });
+    assert.deepEqual(who(await first), { userId: 'alice' });
     const second = resolver.resolve(bearer(token), false);
     assert.ok(!(second instanceof Promise), 'cached verdict is synchronous');
-    assert.deepEqual(second, { userId: 'alice' });
+    assert.deepEqual(who(second), { userId: 'alice' });
     clock.now = T0 + 31_000;
     assert.equal(await identityOf(resolver, bearer(token)), ANONYMOUS);
+  });
+
+  it('says whether a token was presented and refused, without changing who the request is', async () => {
+    const { resolver } = resolverFor({ jwt: jwtConfig(), header: 'x-user-id' });
+    assert.deepEqual(await resolver.resolve(bearer(await hsToken({ sub: 'alice' })), false), { userId: 'alice', tokenPresented: true });
+    const expired = await hsToken({ sub: 'alice' }, { exp: T0_SECONDS - 1 });
+    assert.deepEqual(await resolver.resolve(bearer(expired), false), { tokenPresented: true, tokenError: true });
+    assert.deepEqual(resolver.resolve(bearer(expired), false), { tokenPresented: true, tokenError: true }, 'cached the same way');
+    assert.deepEqual(resolver.resolve(bearer('x'.repeat(9000)), false), { tokenPresented: true, tokenError: true }, 'too long to be ours');
+    // The trusted header still says who it is; the refused token is reported beside it.
+    assert.deepEqual(await resolver.resolve({ ...bearer('not.a.jwt'), 'x-user-id': 'dave' }, true), { userId: 'dave', tokenPresented: true, tokenError: true });
+    assert.equal(resolver.resolve({}, false), ANONYMOUS);
+  });
+
+  it('requireExp (default): a token without exp is anonymous; requireExp: false accepts it', async () => {
+    const noExp = await new SignJWT({ sub: 'eve' }).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(SECRET));
+    const strict = resolverFor({ jwt: jwtConfig() }).resolver;
+    assert.deepEqual(await strict.resolve(bearer(noExp), false), { tokenPresented: true, tokenError: true });
+    const explicit = resolverFor({ jwt: jwtConfig({ requireExp: true }) }).resolver;
+    assert.equal(await identityOf(explicit, bearer(noExp)), ANONYMOUS);
+    const lax = resolverFor({ jwt: jwtConfig({ requireExp: false }) }).resolver;
+    assert.deepEqual(await identityOf(lax, bearer(noExp)), { userId: 'eve' });
+  });
+
+  it('a token that cannot be checked for our reasons is presented, not refused', async () => {
+    const port = await freePort(); // nothing listens there: the JWKS is unreachable
+    const { resolver } = resolverFor({ jwt: { jwksUrl: `http://127.0.0.1:${port}/jwks.json`, algorithms: ['ES256'], userClaim: 'sub' } });
+    const { privateKey } = await generateKeyPair('ES256');
+    const token = await new SignJWT({ sub: 'x' }).setProtectedHeader({ alg: 'ES256', kid: 'k' }).setExpirationTime(T0_SECONDS + 60).sign(privateKey);
+    assert.deepEqual(await resolver.resolve(bearer(token), false), { tokenPresented: true });
   });
 
   it('no token: synchronous, and anonymous', () => {

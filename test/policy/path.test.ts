@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { canonicalPath } from '../../src/policy/path.js';
+import { canonicalPath, isInvalidPath } from '../../src/policy/path.js';
 
 describe('canonicalPath', () => {
   const caseInsensitive: Array<[string, string]> = [
@@ -18,8 +18,6 @@ describe('canonicalPath', () => {
     ['/%41%42c', '/abc'],
     ['/a%7Eb%7e', '/a~b~'],
     ['/a%2D%2E%5F', '/a-._'],
-    ['/a%2fb', '/a%2Fb'],
-    ['/a%2Fb', '/a%2Fb'],
     ['/a%3fb', '/a%3Fb'],
     ['/a%c3%a9', '/a%C3%A9'],
     // a lone or broken % is spelled as %25
@@ -40,13 +38,31 @@ describe('canonicalPath', () => {
     ['/a/..', '/'],
     ['/.well-known/x', '/.well-known/x'],
     ['/a/...', '/a/...'],
-    ['/a/..%2F/b', '/a/..%2F/b'],
+    // escaped slashes and backslashes are separators (decoded once), before dot segments
+    ['/a%2fb', '/a/b'],
+    ['/a%2Fb', '/a/b'],
+    ['/a%5Cb', '/a/b'],
+    ['/api%2Flivekit%2Ftoken', '/api/livekit/token'],
+    ['/a/..%2F/b', '/b'],
+    ['/a%2F..%2Fb', '/b'],
+    ['/a%5C..%5Cb', '/b'],
+    ['/a%252Fb', '/a%252fb'],
+    ['/a%255Cb', '/a%255cb'],
+    // path parameters are dropped per segment, before dot segments (the Tomcat `..;` bypass)
+    ['/login;x=1', '/login'],
+    ['/login;jsessionid=abc/next', '/login/next'],
+    ['/a/..;x/b', '/b'],
+    ['/a/.;x/b', '/a/b'],
+    ['/;x/admin', '/admin'],
+    ['/a;x%2F..%2Fb', '/b'],
+    ['/a;p=%41/b', '/a/b'],
+    ['/a%3Bx', '/a%3Bx'],
     // trailing slash ignored except for the root
     ['/api/users/', '/api/users'],
     ['/api/users//', '/api/users'],
     // case folded
     ['/API/Users', '/api/users'],
-    ['/Api%2fX', '/api%2Fx'],
+    ['/Api%2fX', '/api/x'],
     // absolute-form targets use their path
     ['http://example.com/API/x?y=1', '/api/x'],
     ['https://example.com:8443//a/../b/', '/b'],
@@ -73,14 +89,15 @@ describe('canonicalPath', () => {
 
   it('keeps case when case-sensitive, still decoding and upper-casing escapes', () => {
     assert.equal(canonicalPath('/API/Users/', true), '/API/Users');
-    assert.equal(canonicalPath('/a/%41%62/%2f', true), '/a/Ab/%2F');
+    assert.equal(canonicalPath('/a/%41%62/%2f', true), '/a/Ab');
+    assert.equal(canonicalPath('/A;B/C', true), '/A/C');
     assert.equal(canonicalPath('/a/b', true), '/a/b');
   });
 
   it('is idempotent and always yields a rooted path without query, empty or dot segments', () => {
     fc.assert(
       fc.property(
-        fc.array(fc.constantFrom('/', '\\', '.', '..', '%', '%2e', '%2F', '%41', 'a', 'B', '?', '#', '~', 'é', ':'), {
+        fc.array(fc.constantFrom('/', '\\', '.', '..', '%', '%2e', '%2F', '%5c', '%252F', ';', ';x', '%41', 'a', 'B', '?', '#', '~', 'é', ':'), {
           maxLength: 12,
         }),
         fc.boolean(),
@@ -99,4 +116,32 @@ describe('canonicalPath', () => {
       { numRuns: 2000 },
     );
   });
+});
+
+describe('isInvalidPath', () => {
+  const invalid: Array<[string, boolean]> = [
+    ['/a%00b', false],
+    ['/a%zz', false],
+    ['/100%', false],
+    ['/a%4', false],
+    ['/a%4?x', false],
+    ['http://example.com/a%00', false],
+    ['/a%2Fb', true],
+    ['/a%2fb', true],
+    ['/a%5Cb', true],
+    ['/a%5cb', true],
+  ];
+  for (const [target, onlyWhenRejecting] of invalid) {
+    it(`${JSON.stringify(target)} is refused${onlyWhenRejecting ? ' with escapedSlashes: reject' : ''}`, () => {
+      assert.equal(isInvalidPath(target, true), true);
+      assert.equal(isInvalidPath(target, false), !onlyWhenRejecting);
+    });
+  }
+  const valid = ['/', '/a/b', '/a%41', '/a%252F', '/a%C3%A9', '/a?x=%zz', '/a?x=%00&y=%2F', '/a#%00', 'http://example.com?x=%00', '/a;x=1', '/%2e%2e/a'];
+  for (const target of valid) {
+    it(`${JSON.stringify(target)} passes`, () => {
+      assert.equal(isInvalidPath(target, true), false);
+      assert.equal(isInvalidPath(target, false), false);
+    });
+  }
 });

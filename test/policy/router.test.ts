@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { RouteMatchConfig } from '../../src/config/types.js';
+import { compileGuards } from '../../src/guards/compile.js';
 import { createRouter } from '../../src/policy/router.js';
 import type { CompiledRoute } from '../../src/policy/types.js';
 
 function route(id: string): CompiledRoute {
-  return { id, message: 'm', mode: 'enforce', upstreamTimeoutMs: 1000, limits: [], dropResponseHeaders: null, session: null };
+  return { id, message: 'm', mode: 'enforce', upstreamTimeoutMs: 1000, limits: [], guards: null, dropResponseHeaders: null, session: null };
 }
 
 /** Router over `[id, match]` pairs (caseSensitive defaults to false, as the loader does). */
@@ -35,12 +36,12 @@ describe('createRouter', () => {
 
   it('exact paths match only themselves, in any spelling', () => {
     const match = router(['login', { path: '/api/login' }]);
-    for (const target of ['/api/login', '/API/Login/', '//api/./x/../login?next=/', '/api/%6Cogin', 'http://h/api/login']) {
+    for (const target of ['/api/login', '/API/Login/', '//api/./x/../login?next=/', '/api/%6Cogin', 'http://h/api/login', '/api%2Flogin', '/api/login;x=1', '/api/x/..;y/login']) {
       assert.equal(match(target), 'login', target);
     }
     assert.equal(match('/api/login/extra'), undefined);
     assert.equal(match('/api/logins'), undefined);
-    assert.equal(match('/api%2Flogin'), undefined);
+    assert.equal(match('/api%252Flogin'), undefined);
   });
 
   it('patterns are canonicalised like paths', () => {
@@ -104,5 +105,18 @@ describe('createRouter', () => {
     assert.throws(() => router(['bad', { regex: '(' }]), /route "bad": invalid regex/);
     assert.throws(() => router(['bad', { path: '/a?b=1' }]), /route "bad".*must not contain/);
     assert.throws(() => router(['bad', {}]), /route "bad": match needs a path or a regex/);
+  });
+
+  it('a CORS preflight reaches a route with cors whatever its match.methods; other routes match OPTIONS as usual', () => {
+    const cors = { methods: [], headers: [], exposeHeaders: [], credentials: false };
+    const withCors: CompiledRoute = { ...route('cors'), guards: compileGuards({ origins: ['https://a.example'], cors }) };
+    const matcher = createRouter([
+      { route: withCors, match: { path: '/token', methods: ['POST'], caseSensitive: false } },
+      { route: route('plain'), match: { path: '/plain', methods: ['POST'], caseSensitive: false } },
+    ]);
+    assert.equal(matcher.match('OPTIONS', '/token', false, true)?.id, 'cors');
+    assert.equal(matcher.match('OPTIONS', '/token', false, false), undefined, 'a plain OPTIONS is just a method');
+    assert.equal(matcher.match('OPTIONS', '/plain', false, true), undefined);
+    assert.equal(matcher.match('POST', '/token', false)?.id, 'cors');
   });
 });

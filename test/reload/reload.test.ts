@@ -331,7 +331,7 @@ routes:
     limits:
       - { by: user, limit: ${limit}, window: 1m, for: authenticated }
 `;
-    const token = await new SignJWT({ sub: 'alice' }).setProtectedHeader({ alg: 'ES256', kid: 'k1' }).sign(privateKey);
+    const token = await new SignJWT({ sub: 'alice' }).setProtectedHeader({ alg: 'ES256', kid: 'k1' }).setExpirationTime(4_102_444_800).sign(privateKey);
     const tg = await startTollgate(policy(oldUpstream.url, 10));
     t.after(() => tg.close());
     // Warm the pool to the old upstream (no token: no JWKS wait).
