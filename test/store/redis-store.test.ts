@@ -63,6 +63,8 @@ async function openStore(cfg: RedisStoreConfig, options: Partial<RedisStoreOptio
   });
   opened.push(store);
   await waitUntilShared((checks, now) => store.decide(checks, now));
+  // The block cache fills once the store hears of admin changes (its subscription).
+  await store.ready(10_000);
   return store;
 }
 
