@@ -9,6 +9,10 @@ export const ERRORS = {
   UPSTREAM_TIMEOUT: { status: 504, message: 'Upstream service timed out' },
   SHUTTING_DOWN: { status: 503, message: 'Server is shutting down, please retry' },
   INTERNAL_ERROR: { status: 500, message: 'Internal error' },
+  ADMIN_UNAUTHORIZED: { status: 401, message: 'Missing or wrong admin token' },
+  ADMIN_BAD_REQUEST: { status: 400, message: 'Bad admin request' },
+  ADMIN_NOT_FOUND: { status: 404, message: 'No such admin endpoint' },
+  ADMIN_METHOD_NOT_ALLOWED: { status: 405, message: 'Method not allowed on this admin endpoint' },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof ERRORS;
