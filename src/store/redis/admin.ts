@@ -13,8 +13,8 @@ export interface RedisAdminOptions {
   ttlSlack: number;
   /** A check's spec argument (the decide script's, see scripts.ts). */
   spec(check: LimitCheck, now: number): string;
-  /** These keys' blocks changed: tell every replica's block cache (this one's too). */
-  invalidate(keys: readonly string[]): Promise<void>;
+  /** These keys' blocks changed (`lifted`: unblocked or reset): tell every replica's block cache (this one's too). */
+  invalidate(keys: readonly string[], lifted: boolean): Promise<void>;
   /** This replica's id (its own top snapshot is read from memory, not from Redis). */
   replicaId: string;
 }
@@ -161,7 +161,7 @@ export class RedisAdmin implements StoreAdmin {
         });
       }),
     );
-    if (op !== 'inspect' && checks.length > 0) await this.#options.invalidate(checks.map((c) => c.key));
+    if (op !== 'inspect' && checks.length > 0) await this.#options.invalidate(checks.map((c) => c.key), op !== 'block');
     if (op === 'inspect' || checks.length === all.length) return { changed, states, rawUntil };
     // Changes skip concurrency checks; answer in the caller's order, those read as they are.
     const rest = await this.#run('inspect', all, now);

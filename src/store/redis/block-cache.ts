@@ -54,10 +54,13 @@ export class BlockCache {
     this.#suspended = false;
   }
 
-  /** Drops a key's entry (its block was changed elsewhere). */
-  delete(key: string): void {
+  /**
+   * Drops a key's entry (its block was changed elsewhere); `lifted`: the block was lifted,
+   * so for a second an answer saying it is blocked is not cached again.
+   */
+  delete(key: string, lifted: boolean): void {
     this.#entries.delete(key);
-    this.#dropped.set(key, true);
+    if (lifted) this.#dropped.set(key, true);
   }
 
   get size(): number {

@@ -8,8 +8,11 @@ export interface InvalidationOptions {
   /** `prefix + 'admin:blocks'`. */
   channel: string;
   logger: Logger;
-  /** Another replica (or this one) changed the blocks of these keys (store keys without the prefix). */
-  onKeys(keys: readonly string[]): void;
+  /**
+   * Another replica (or this one) changed the blocks of these keys (store keys without
+   * the prefix); `lifted`: the change lifted them (unblock, reset) rather than set one.
+   */
+  onKeys(keys: readonly string[], lifted: boolean): void;
   /** Subscribed (at start or again after a disconnect): anything learnt before may be stale. */
   onLive(): void;
   /** The subscription dropped: changes elsewhere can no longer be heard until `onLive`. */
@@ -57,13 +60,14 @@ export class BlockInvalidation {
     });
     this.#sub.on('message', (from: string, message: string) => {
       if (from !== channel) return;
-      let keys: unknown;
+      let change: { keys?: unknown; lifted?: unknown };
       try {
-        keys = JSON.parse(message);
+        change = JSON.parse(message) as { keys?: unknown; lifted?: unknown };
       } catch {
         return;
       }
-      if (Array.isArray(keys)) options.onKeys(keys.filter((k): k is string => typeof k === 'string'));
+      if (change === null || !Array.isArray(change.keys)) return;
+      options.onKeys(change.keys.filter((k): k is string => typeof k === 'string'), change.lifted === true);
     });
     const down = (): void => {
       if (!this.#live) return;
@@ -100,10 +104,10 @@ export class BlockInvalidation {
     });
   }
 
-  /** Tells every replica (this one included) that these keys' blocks changed. */
-  async publish(keys: readonly string[]): Promise<void> {
+  /** Tells every replica (this one included) that these keys' blocks changed (`lifted`: unblocked or reset). */
+  async publish(keys: readonly string[], lifted: boolean): Promise<void> {
     if (keys.length === 0) return;
-    await this.#options.client.publish(this.#options.channel, JSON.stringify(keys));
+    await this.#options.client.publish(this.#options.channel, JSON.stringify({ keys, lifted }));
   }
 
   close(): void {
