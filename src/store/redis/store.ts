@@ -199,8 +199,8 @@ class RedisRateLimitStore implements RedisStore {
             client: this.#client,
             channel: this.#prefix + 'admin:blocks',
             logger: this.#logger,
-            onKeys: (keys) => {
-              for (const key of keys) blocks.delete(key);
+            onKeys: (keys, lifted) => {
+              for (const key of keys) blocks.delete(key, lifted);
             },
             onLive: () => blocks.resume(),
             onDown: () => blocks.suspend(),
@@ -211,7 +211,7 @@ class RedisRateLimitStore implements RedisStore {
       serverClock: this.#serverClock,
       ttlSlack: this.#ttlSlack,
       spec: (check, now) => this.#spec(check, now),
-      invalidate: (keys) => this.#invalidate(keys),
+      invalidate: (keys, lifted) => this.#invalidate(keys, lifted),
       replicaId,
     });
     this.#heartbeat = new ReplicaHeartbeat({
@@ -473,9 +473,9 @@ class RedisRateLimitStore implements RedisStore {
   }
 
   /** Drops the keys from this replica's block cache now and tells the others (pub/sub). */
-  async #invalidate(keys: readonly string[]): Promise<void> {
-    for (const key of keys) this.#blocks?.delete(key);
-    await this.#invalidation?.publish(keys);
+  async #invalidate(keys: readonly string[], lifted: boolean): Promise<void> {
+    for (const key of keys) this.#blocks?.delete(key, lifted);
+    await this.#invalidation?.publish(keys, lifted);
   }
 
   async close(): Promise<void> {
