@@ -271,7 +271,7 @@ describe('StoreAdmin on Redis', () => {
     assert.equal(store.roundTrips, cached, 'cached while subscribed');
     const client = new Redis(server.url);
     t.after(() => client.disconnect());
-    await client.client('KILL', 'TYPE', 'pubsub');
+    await client.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
     await waitFor('the cache to stop answering', async () => {
       const before = store.roundTrips;
       await store.decide([check], T0 + 2);
