@@ -282,6 +282,7 @@ export class MemoryStore implements RateLimitStore, StoreAdmin {
    * keeps the request path free of any index upkeep. Positions are `blockPosition`s.
    */
   async listBlocks(limits: readonly CompiledRateLimit[], after: string | null, count: number, now: number): Promise<BlockPage> {
+    if (limits.length === 0 || count <= 0) return { blocks: [], next: null };
     const found: { position: string; info: BlockInfo }[] = [];
     for (const [key, record] of this.#blocks.entries()) {
       if (record.until <= now) continue;
