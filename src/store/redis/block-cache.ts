@@ -32,13 +32,13 @@ export class BlockCache {
   /**
    * Keys dropped by `delete` in the last second: an answer Redis gave before the change
    * may still be on its way on the other connection, and must not put the entry back.
+   * Made at the first lift (most replicas never see one).
    */
-  readonly #dropped: LRUCache<string, true>;
+  #dropped: LRUCache<string, true> | undefined;
   #suspended: boolean;
 
   constructor(maxEntries: number, options: { suspended?: boolean } = {}) {
     this.#entries = new LRUCache<string, BlockEntry>({ max: maxEntries });
-    this.#dropped = new LRUCache<string, true>({ max: 10_000, ttl: DROPPED_MS });
     this.#suspended = options.suspended === true;
   }
 
@@ -60,7 +60,7 @@ export class BlockCache {
    */
   delete(key: string, lifted: boolean): void {
     this.#entries.delete(key);
-    if (lifted) this.#dropped.set(key, true);
+    if (lifted) (this.#dropped ??= new LRUCache<string, true>({ max: 10_000, ttl: DROPPED_MS })).set(key, true);
   }
 
   get size(): number {
@@ -69,7 +69,7 @@ export class BlockCache {
 
   /** Records the refusal of a blocked key (`outcome.blockedUntil > 0`), received at `now`. */
   add(key: string, outcome: LimitOutcome, now: number): void {
-    if (this.#suspended || (this.#dropped.size !== 0 && this.#dropped.has(key))) return;
+    if (this.#suspended || (this.#dropped !== undefined && this.#dropped.has(key))) return;
     this.#entries.set(key, {
       until: outcome.blockedUntil,
       retryAt: now + outcome.retryAfterMs,

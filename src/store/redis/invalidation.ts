@@ -35,20 +35,32 @@ const PING_MS = 5_000; // 5s
  */
 export class BlockInvalidation {
   readonly #options: InvalidationOptions;
-  readonly #sub: RedisClient;
-  readonly #timer: NodeJS.Timeout;
+  /** The subscriber, created by `start` (when the store's connection first comes up). */
+  #sub: RedisClient | undefined;
+  #timer: NodeJS.Timeout | undefined;
   #live = false;
   #closed = false;
   readonly #waiters = new Set<() => void>();
 
   constructor(options: InvalidationOptions) {
     this.#options = options;
+  }
+
+  /**
+   * Opens the subscriber (once; later calls do nothing). Called when the store's own
+   * connection is first ready: no second connection is dialled to a Redis that is not
+   * there, and creating the store stays cheap.
+   */
+  start(): void {
+    if (this.#sub !== undefined || this.#closed) return;
+    const options = this.#options;
     const { client, channel, logger } = options;
     // Subscribed on every 'ready', which is where going live is noticed (a second SUBSCRIBE
     // of the same channel by ioredis's own resubscription is harmless).
-    this.#sub = client instanceof Cluster ? client.duplicate() : client.duplicate({ connectionName: 'tollgate-sub' });
-    this.#sub.on('ready', () => {
-      this.#sub.subscribe(channel).then(
+    const sub = client instanceof Cluster ? client.duplicate() : client.duplicate({ connectionName: 'tollgate-sub' });
+    this.#sub = sub;
+    sub.on('ready', () => {
+      sub.subscribe(channel).then(
         () => {
           if (this.#closed) return;
           this.#live = true;
@@ -58,7 +70,7 @@ export class BlockInvalidation {
         (error: unknown) => logger.debug({ store: 'redis', err: error }, 'block invalidation: subscribe failed (retried on reconnect)'),
       );
     });
-    this.#sub.on('message', (from: string, message: string) => {
+    sub.on('message', (from: string, message: string) => {
       if (from !== channel) return;
       let change: { keys?: unknown; lifted?: unknown };
       try {
@@ -74,12 +86,12 @@ export class BlockInvalidation {
       this.#live = false;
       options.onDown();
     };
-    this.#sub.on('close', down);
-    this.#sub.on('end', down);
+    sub.on('close', down);
+    sub.on('end', down);
     // Connection errors are the main client's to report; this one only stops caching.
-    this.#sub.on('error', (error: Error) => logger.debug({ store: 'redis', err: error.message }, 'block invalidation subscriber error'));
+    sub.on('error', (error: Error) => logger.debug({ store: 'redis', err: error.message }, 'block invalidation subscriber error'));
     this.#timer = setInterval(() => {
-      if (this.#live) this.#sub.ping().catch(() => undefined);
+      if (this.#live) sub.ping().catch(() => undefined);
     }, options.pingMs ?? PING_MS);
     this.#timer.unref();
   }
@@ -112,9 +124,9 @@ export class BlockInvalidation {
 
   close(): void {
     this.#closed = true;
-    clearInterval(this.#timer);
+    if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#live = false;
     for (const waiter of [...this.#waiters]) waiter();
-    this.#sub.disconnect();
+    this.#sub?.disconnect();
   }
 }
