@@ -227,6 +227,7 @@ class RedisRateLimitStore implements RedisStore {
     let failing = false;
     this.#client.on('ready', () => {
       this.#logger.info({ store: 'redis', target }, connected ? 'redis reconnected' : 'redis connected');
+      this.#invalidation?.start();
       connected = true;
       failing = false;
       this.#breaker.probeNow();
