@@ -32,6 +32,8 @@ COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund \
     && npm cache clean --force
 COPY --from=build /app/dist ./dist
+# `tollgate` on PATH, so the admin CLI runs as `kubectl exec deploy/voice-app -c tollgate -- tollgate blocks`.
+RUN chmod 0755 dist/cli.js && ln -s /app/dist/cli.js /usr/local/bin/tollgate
 # Default policy; in Kubernetes a ConfigMap is mounted over /etc/tollgate instead.
 COPY policies.yaml /etc/tollgate/policies.yaml
 # Numeric uid:gid so Kubernetes' runAsNonRoot can verify it without /etc/passwd.

@@ -13,12 +13,15 @@ import { ViolationLog } from './observability/violations.js';
 import { compilePolicy, type CompileOptions } from './policy/compile.js';
 import { PolicyError } from './policy/errors.js';
 import type { CompiledPolicy } from './policy/types.js';
+import { createAdminApi } from './admin/api.js';
+import { AdminToken, AuthFailures } from './admin/auth.js';
 import { createAdminServer } from './admin/server.js';
+import { RefusalTop } from './admin/top.js';
 import { HttpForwarder } from './proxy/forward.js';
 import { createProxyServer, type ActivePolicy, type ProxyServer } from './proxy/server.js';
 import { UpgradeForwarder } from './proxy/upgrade.js';
 import { MemoryStore } from './store/memory.js';
-import type { RateLimitStore } from './store/types.js';
+import type { RateLimitStore, StoreAdmin } from './store/types.js';
 
 export class ConfigLoadError extends Error {
   override readonly name = 'ConfigLoadError';
@@ -36,6 +39,8 @@ export interface TollgateOptions {
   metrics?: Metrics;
   /** Watch the config directory for edits (default true). */
   watch?: boolean;
+  /** How often an admin token file is re-read (default 1 s; tests). */
+  adminTokenPollMs?: number;
 }
 
 export type CompileResult = { ok: true; loaded: LoadedPolicy; policy: CompiledPolicy } | { ok: false; errors: ConfigIssue[] };
@@ -98,8 +103,11 @@ function closeForwarders(forwarders: ActivePolicy): Promise<void> {
 /** How long start-up waits for Redis before listening anyway. */
 const REDIS_START_WAIT_MS = 2_000; // 2s
 
+/** How often this replica shares its refusal counts (`GET /admin/top` on a shared store). */
+const TOP_SHARE_MS = 1_000; // 1s
+
 /** The store named by the policy; Redis is loaded only when asked for. */
-async function createStore(config: StoreConfig, clock: () => number, logger: Logger, metrics: Metrics): Promise<RateLimitStore> {
+async function createStore(config: StoreConfig, clock: () => number, logger: Logger, metrics: Metrics): Promise<RateLimitStore & StoreAdmin> {
   if (config.type === 'redis' && config.redis !== undefined) {
     const { createRedisStore } = await import('./store/redis/index.js');
     const store = createRedisStore({ config: config.redis, clock, logger, metrics, memoryFallback: config.memory });
@@ -133,7 +141,7 @@ async function createStore(config: StoreConfig, clock: () => number, logger: Log
 export class Tollgate {
   readonly logger: Logger;
   readonly metrics: Metrics;
-  readonly store: RateLimitStore;
+  readonly store: RateLimitStore & StoreAdmin;
   #active: ActivePolicy;
   #loaded: LoadedPolicy;
   readonly #settings: ServeSettings;
@@ -142,6 +150,10 @@ export class Tollgate {
   readonly #violations: ViolationLog;
   readonly #proxy: ProxyServer;
   readonly #admin: http.Server;
+  readonly #adminToken: AdminToken;
+  readonly #top: RefusalTop;
+  /** Shares the refusal counts with other replicas (shared stores only). */
+  readonly #topShare: NodeJS.Timeout | undefined;
   #watcher: { close(): void } | undefined;
   /** Forwarders of upstreams a reload replaced, with the timer that closes them. */
   readonly #retired = new Map<ActivePolicy, NodeJS.Timeout>();
@@ -150,7 +162,7 @@ export class Tollgate {
   #proxyAddress: AddressInfo | undefined;
   #adminAddress: AddressInfo | undefined;
 
-  private constructor(options: TollgateOptions, loaded: LoadedPolicy, policy: CompiledPolicy, logger: Logger, metrics: Metrics, store: RateLimitStore) {
+  private constructor(options: TollgateOptions, loaded: LoadedPolicy, policy: CompiledPolicy, logger: Logger, metrics: Metrics, store: RateLimitStore & StoreAdmin) {
     this.#settings = options.settings;
     this.#env = options.env ?? process.env;
     this.#clock = options.clock ?? Date.now;
@@ -170,12 +182,14 @@ export class Tollgate {
       },
     });
     this.#violations = new ViolationLog(logger, { clock: this.#clock });
+    this.#top = new RefusalTop();
     this.#proxy = createProxyServer(
       {
         limiter,
         metrics,
         logger,
         violations: this.#violations,
+        top: this.#top,
         clock: this.#clock,
         active: () => this.#active,
         onErrorStatus: () => onErrorStatus,
@@ -187,8 +201,21 @@ export class Tollgate {
         keepAliveTimeoutMs: options.settings.keepAliveTimeoutMs,
       },
     );
+    this.#adminToken = new AdminToken(options.settings.adminToken, { logger, pollMs: options.adminTokenPollMs });
+    this.#topShare = store.shareTop === undefined ? undefined : setInterval(() => this.#shareTop(), TOP_SHARE_MS);
+    this.#topShare?.unref();
     this.#admin = createAdminServer({
       metrics,
+      admin: createAdminApi({
+        store,
+        policy: () => this.#active.policy,
+        token: this.#adminToken,
+        failures: new AuthFailures(),
+        top: this.#top,
+        clock: this.#clock,
+        logger,
+        metrics,
+      }),
       ready: () => this.#ready && !this.#draining,
       config: () => ({
         hash: this.#loaded.hash,
@@ -240,6 +267,18 @@ export class Tollgate {
         },
       },
     };
+  }
+
+  /** Sends this replica's refusal counts of the minutes that changed to the shared store. */
+  #shareTop(): void {
+    const share = this.store.shareTop?.bind(this.store);
+    if (share === undefined) return;
+    for (const minute of this.#top.takeDirty()) {
+      share(minute, this.#top.snapshot(minute)).catch((error: unknown) => {
+        this.#top.markDirty(minute);
+        this.logger.debug({ event: 'admin_top_share_failed', err: (error as Error).message }, 'refusal counts not shared (retried in a second)');
+      });
+    }
   }
 
   get proxyAddress(): AddressInfo {
@@ -373,6 +412,8 @@ export class Tollgate {
 
   async #closeRest(): Promise<void> {
     this.#violations.close();
+    this.#adminToken.close();
+    if (this.#topShare !== undefined) clearInterval(this.#topShare);
     this.#proxy.tunnels.close();
     this.#active.policy.identity?.close?.();
     const retired = [...this.#retired].map(([forwarders, timer]) => {

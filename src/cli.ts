@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
+import { ADMIN_COMMANDS, adminUsage, parseAdminCommand, runAdminCommand } from './admin/cli.js';
 import { ConfigLoadError, loadAndCompile, Tollgate } from './app.js';
 import { formatIssue } from './config/load.js';
 import { parseCommand, USAGE, UsageError, type ServeSettings } from './config/settings.js';
@@ -85,7 +86,22 @@ async function serve(settings: ServeSettings): Promise<void> {
   }
 }
 
+/** `tollgate blocks|block|unblock|reset|inspect|top ...`: a client of a running Tollgate's admin API. */
+async function admin(argv: readonly string[]): Promise<void> {
+  let command;
+  try {
+    command = parseAdminCommand(argv, process.env);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    process.stderr.write(`tollgate: ${error.message}\n\n${adminUsage(argv[0])}`);
+    process.exitCode = 2;
+    return;
+  }
+  process.exitCode = await runAdminCommand(command, process.stdout, process.stderr);
+}
+
 async function main(): Promise<void> {
+  if (ADMIN_COMMANDS.has(process.argv[2])) return admin(process.argv.slice(2));
   let command;
   try {
     command = parseCommand(process.argv.slice(2), process.env);

@@ -1,5 +1,6 @@
 import http from 'node:http';
 import type { Metrics } from '../observability/metrics.js';
+import type { AdminHandler } from './api.js';
 
 export interface AdminDeps {
   readonly metrics: Metrics;
@@ -7,6 +8,8 @@ export interface AdminDeps {
   readonly ready: () => boolean;
   /** The active policy for `GET /config`, secrets redacted. */
   readonly config: () => unknown;
+  /** The admin API (`/admin/*`, src/admin/api.ts): authenticated, off without a token. */
+  readonly admin?: AdminHandler;
 }
 
 function reply(res: http.ServerResponse, status: number, contentType: string, body: string): void {
@@ -14,10 +17,15 @@ function reply(res: http.ServerResponse, status: number, contentType: string, bo
   res.end(body);
 }
 
-/** Health, readiness, Prometheus metrics and the active policy, on their own port. */
+/** Health, readiness, Prometheus metrics, the active policy and the admin API, on their own port. */
 export function createAdminServer(deps: AdminDeps): http.Server {
   return http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?', 1)[0];
+    if (path === '/admin' || path.startsWith('/admin/')) {
+      if (deps.admin !== undefined) deps.admin(req, res);
+      else reply(res, 404, 'text/plain; charset=utf-8', 'not found\n');
+      return;
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       reply(res, 405, 'text/plain; charset=utf-8', 'method not allowed\n');
       return;

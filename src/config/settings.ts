@@ -24,6 +24,11 @@ export interface ServeSettings {
   requestTimeoutMs: number;
   /** Idle keep-alive; longer than common load-balancer idle timeouts (60s). */
   keepAliveTimeoutMs: number;
+  /**
+   * The admin API's token: a file (re-read when it changes) or the value itself. Absent:
+   * the admin API is off (its paths answer 404). Never logged.
+   */
+  adminToken?: { file: string } | { token: string };
 }
 
 export type Command =
@@ -39,15 +44,25 @@ export class UsageError extends Error {
 export const USAGE = `Usage:
   tollgate [serve] [--config FILE] [--listen HOST:PORT] [--admin HOST:PORT] [--upstream URL]
                    [--drain-timeout DUR] [--headers-timeout DUR] [--request-timeout DUR]
-                   [--keep-alive-timeout DUR] [--log-level LEVEL]
+                   [--keep-alive-timeout DUR] [--log-level LEVEL] [--admin-token-file FILE]
   tollgate validate FILE
+  tollgate blocks  [--route R] [--json]
+  tollgate block   --route R (--ip A | --user U | --header-value V) --for DUR [--reason TEXT] [--json]
+  tollgate unblock --route R|'*' (--ip A | --user U | --header-value V) [--json]
+  tollgate reset   --route R|'*' (--ip A | --user U | --header-value V) [--json]
+  tollgate inspect --route R (--ip A | --user U | --header-value V) [--json]
+  tollgate top     [--route R] [--minutes 5] [--json]
   tollgate --help | --version
 
 Environment (flags win): TOLLGATE_CONFIG, TOLLGATE_LISTEN, TOLLGATE_ADMIN, TOLLGATE_UPSTREAM,
   TOLLGATE_DRAIN_TIMEOUT, TOLLGATE_HEADERS_TIMEOUT, TOLLGATE_REQUEST_TIMEOUT,
-  TOLLGATE_KEEPALIVE_TIMEOUT, LOG_LEVEL
+  TOLLGATE_KEEPALIVE_TIMEOUT, LOG_LEVEL, TOLLGATE_ADMIN_TOKEN_FILE, TOLLGATE_ADMIN_TOKEN
 Defaults: --config ./policies.yaml, --listen 0.0.0.0:8080, --admin 0.0.0.0:9090, --drain-timeout 20s,
-  --headers-timeout 10s, --request-timeout 5m, --keep-alive-timeout 75s, LOG_LEVEL info
+  --headers-timeout 10s, --request-timeout 5m, --keep-alive-timeout 75s, LOG_LEVEL info;
+  no admin token: the admin API (/admin/*) is off
+Admin commands talk to a running Tollgate: --admin URL (default http://127.0.0.1:9090, else
+  from TOLLGATE_ADMIN), token from TOLLGATE_ADMIN_TOKEN or --admin-token-file FILE
+  (TOLLGATE_ADMIN_TOKEN_FILE); 'tollgate COMMAND --help' for one. Exit 0 ok, 1 refused, 2 usage.
 `;
 
 export const DEFAULTS = {
@@ -110,6 +125,7 @@ export function parseCommand(argv: readonly string[], env: Record<string, string
         'request-timeout': { type: 'string' },
         'keep-alive-timeout': { type: 'string' },
         'log-level': { type: 'string' },
+        'admin-token-file': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -126,7 +142,7 @@ export function parseCommand(argv: readonly string[], env: Record<string, string
     if (file === undefined || rest.length > 1) throw new UsageError('validate: expected exactly one FILE');
     return { command: 'validate', file };
   }
-  if (name !== 'serve') throw new UsageError(`unknown command "${name}" (expected serve or validate)`);
+  if (name !== 'serve') throw new UsageError(`unknown command "${name}" (expected serve, validate, blocks, block, unblock, reset, inspect or top)`);
   if (rest.length > 0) throw new UsageError(`serve: unexpected argument "${rest[0]}"`);
 
   /** The value and where it came from, for error messages: `--flag`, the variable's name, or `default`. */
@@ -146,6 +162,7 @@ export function parseCommand(argv: readonly string[], env: Record<string, string
   const [logLevel] = pick('log-level', 'LOG_LEVEL', DEFAULTS.logLevel);
   if (!LOG_LEVELS.has(logLevel)) throw new UsageError(`log level: expected one of ${[...LOG_LEVELS].join(', ')}, got "${logLevel}"`);
   const upstreamText = values.upstream ?? (env.TOLLGATE_UPSTREAM || undefined);
+  const adminToken = adminTokenSource(values['admin-token-file'], env);
 
   return {
     command: 'serve',
@@ -159,6 +176,29 @@ export function parseCommand(argv: readonly string[], env: Record<string, string
       headersTimeoutMs: duration(headers, headersFrom),
       requestTimeoutMs: duration(request, requestFrom),
       keepAliveTimeoutMs: duration(keepAlive, keepAliveFrom),
+      ...(adminToken !== undefined && { adminToken }),
     },
   };
+}
+
+/**
+ * Where the admin token comes from: `--admin-token-file`, else TOLLGATE_ADMIN_TOKEN_FILE,
+ * else TOLLGATE_ADMIN_TOKEN. Both variables set is a usage error (which one was meant?).
+ */
+export function adminTokenSource(flagFile: string | undefined, env: Record<string, string | undefined>): { file: string } | { token: string } | undefined {
+  if (flagFile !== undefined) {
+    if (flagFile.trim() === '') throw new UsageError('--admin-token-file: expected a file name');
+    return { file: flagFile };
+  }
+  const file = env.TOLLGATE_ADMIN_TOKEN_FILE || undefined;
+  const token = env.TOLLGATE_ADMIN_TOKEN || undefined;
+  if (file !== undefined && token !== undefined) {
+    throw new UsageError('TOLLGATE_ADMIN_TOKEN_FILE and TOLLGATE_ADMIN_TOKEN are both set: set one of them');
+  }
+  if (file !== undefined) return { file };
+  if (token !== undefined) {
+    if (token.trim() === '') throw new UsageError('TOLLGATE_ADMIN_TOKEN: is only whitespace');
+    return { token };
+  }
+  return undefined;
 }

@@ -56,6 +56,16 @@ function digest(value: string): string {
   return createHash('sha256').update(value).digest('base64url').slice(0, 22);
 }
 
+/** The client key of a user id (long ids are digested). */
+export function userKey(userId: string): string {
+  return userId.length > MAX_RAW_KEY_LENGTH ? 'u#' + digest(userId) : 'u:' + userId;
+}
+
+/** The client key of a header value (always a digest: header values are often credentials). */
+export function headerKey(value: string): string {
+  return 'h#' + digest(value);
+}
+
 /** The client key a limit counts under, or undefined when the limit does not apply. */
 export function clientKey(limit: CompiledLimit, client: ClientAddress, identity: Identity, headers: IncomingHeaders): string | undefined {
   const userId = identity.userId;
@@ -67,11 +77,11 @@ export function clientKey(limit: CompiledLimit, client: ClientAddress, identity:
       return client.key;
     case 'user':
       if (userId === undefined) return undefined;
-      return userId.length > MAX_RAW_KEY_LENGTH ? 'u#' + digest(userId) : 'u:' + userId;
+      return userKey(userId);
     case 'header': {
       const value = headerValue(headers, limit.headerName as string);
       // A missing header counts under the client IP, so leaving it out is no escape.
-      return value === undefined ? 'ip:' + client.key : 'h#' + digest(value);
+      return value === undefined ? 'ip:' + client.key : headerKey(value);
     }
     case 'global':
       return '*';
@@ -125,8 +135,14 @@ function toVerdict(route: CompiledRoute, rateReport: RateReport, decision: Store
   }
   const shown = decision.outcomes[rateReport.shown];
   const reason = shown.blockedUntil !== 0 && !shown.blockStarted ? 'blocked' : 'rate';
-  if (route.mode !== 'shadow') return { action: 'refuse', reason, report: rateReport };
+  // An operator's block refuses even on a shadow route.
+  if (route.mode !== 'shadow' || manuallyBlocked(decision.outcomes)) return { action: 'refuse', reason, report: rateReport };
   return settlement === undefined ? { action: 'shadow', reason, report: rateReport } : { action: 'shadow', reason, report: rateReport, settlement };
+}
+
+function manuallyBlocked(outcomes: readonly LimitOutcome[]): boolean {
+  for (let i = 0; i < outcomes.length; i++) if (outcomes[i].manual === true) return true;
+  return false;
 }
 
 /** The verdict for a request no limit applies to (also: no route, allowlisted). */

@@ -29,6 +29,8 @@ export interface Metrics {
   /** Closed WebSocket tunnels by route and reason (see CloseReason in src/sessions/types.ts). */
   readonly websocketClosed: Counter<'route' | 'reason'>;
   readonly websocketSessionDuration: Histogram<'route'>;
+  /** Changes made through the admin API: block, unblock, reset. */
+  readonly adminActions: Counter<'action'>;
   /** Cached labelled children for the per-request metrics. */
   readonly hot: HotMetrics;
 }
@@ -285,7 +287,15 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       buckets: [0.1, 1, 10, 30, 60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400],
       registers,
     }),
+    adminActions: new Counter({
+      name: 'tollgate_admin_actions_total',
+      help: 'Changes made through the admin API, by action: block, unblock, reset.',
+      labelNames: ['action'],
+      registers,
+    }),
   };
+  // Every action's series exists from the start (0), so a rate() over them never starts blank.
+  for (const action of ['block', 'unblock', 'reset']) metrics.adminActions.inc({ action }, 0);
   const hot: HotMetrics = new HotMetrics(metrics);
   return { registry, ...metrics, hot };
 }

@@ -57,6 +57,8 @@ export interface DecideDeps {
   readonly metrics: Metrics;
   readonly violations: ViolationLog;
   readonly clock: () => number;
+  /** Counts refused requests per route and key for `GET /admin/top` (src/admin/top.ts); in memory, no I/O. */
+  readonly top?: { refused(routeId: string, report: RateReport, now: number): void };
 }
 
 /** A key steadily over its concurrency limit logs one line per this long (its refusals ask again after 1 s). */
@@ -238,6 +240,7 @@ function settle(
   const report = 'report' in verdict ? verdict.report : undefined;
   if (report !== undefined) {
     if (verdict.action !== 'allow') recordViolations(deps, requestId, route, client, identity, report, verdict.action === 'shadow', now);
+    if (verdict.action === 'refuse') deps.top?.refused(route.id, report, now);
     // Decided by the local fallback because the shared store failed: counted as a store error.
     if (report.degraded) decision = 'store_error';
   }

@@ -19,6 +19,11 @@ export const ERRORS = {
   INVALID_BODY: { status: 400, message: 'Request body is invalid' },
   CSRF_TOKEN_INVALID: { status: 403, message: 'CSRF token missing or invalid' },
   INVALID_PATH: { status: 400, message: 'Invalid request path' },
+  // The admin API (src/admin/).
+  ADMIN_UNAUTHORIZED: { status: 401, message: 'Missing or wrong admin token' },
+  ADMIN_BAD_REQUEST: { status: 400, message: 'Bad admin request' },
+  ADMIN_NOT_FOUND: { status: 404, message: 'No such admin endpoint' },
+  ADMIN_METHOD_NOT_ALLOWED: { status: 405, message: 'Method not allowed on this admin endpoint' },
 } as const satisfies Record<string, { status: number; message: string }>;
 
 export type ErrorCode = keyof typeof ERRORS;

@@ -1,8 +1,9 @@
 import { LRUCache } from 'lru-cache';
 import { ALGORITHMS } from '../limiter/algorithms/index.js';
 import type { Verdict } from '../limiter/algorithms/index.js';
+import type { SlidingLogState } from '../limiter/algorithms/sliding-log.js';
 import type { CompiledRateLimit } from '../policy/types.js';
-import type { LimitCheck, LimitOutcome, RateLimitStore, StoreDecision, StoreHold } from './types.js';
+import type { BlockInfo, BlockPage, KeyState, LimitCheck, LimitOutcome, RateLimitStore, StoreAdmin, StoreDecision, StoreHold } from './types.js';
 
 export interface MemoryStoreOptions {
   /** Bound on counter states (one per limit and client key). */
@@ -18,11 +19,17 @@ export interface MemoryStoreOptions {
 /** A concurrency check's answer is asked again after this long (the `Retry-After` of a full key). */
 export const SLOT_RETRY_MS = 1_000; // 1s
 
-/** A key's block and strikes: the block runs until `until`; its strike count is remembered until `forgetAt`. */
+/**
+ * A key's block and strikes: the block runs until `until`; its strike count is
+ * remembered until `forgetAt`. `manual`: an operator set the block (admin API), with
+ * `reason`; it keeps the strikes it found.
+ */
 interface BlockRecord {
   until: number;
   strike: number;
   forgetAt: number;
+  manual: boolean;
+  reason: string;
 }
 
 /** The window a rate check is decided in: its length and, for calendar periods, its start. */
@@ -69,13 +76,14 @@ export function blockFor(limit: CompiledRateLimit, previous: { strike: number; f
  * 3. if none is violated, consume every check (its `take` units; a slot for each
  *    concurrency check); else consume nothing and start the block of every
  *    algorithm-refused check that has a block and no running block (the next strike's
- *    length for escalating blocks). A shadow decision takes its slots either way.
+ *    length for escalating blocks). A shadow decision takes its slots either way,
+ *    unless a manual block (set by an operator) refused it: that refuses for real.
  * A running block is never extended by the requests it refuses.
  *
  * Held slots are never evicted (an eviction would hand a slot out twice): the map holds
  * one entry per key with slots in flight, so it is bounded by what is in flight.
  */
-export class MemoryStore implements RateLimitStore {
+export class MemoryStore implements RateLimitStore, StoreAdmin {
   readonly kind = 'memory' as const;
   readonly #counters: LRUCache<string, object>;
   readonly #blocks: LRUCache<string, BlockRecord>;
@@ -125,6 +133,8 @@ export class MemoryStore implements RateLimitStore {
     let allowed = true;
     let slotChecks = 0;
     let settling = false;
+    /** A running manual block refused a check: the decision is refused even for shadow. */
+    let manual = false;
     for (let i = 0; i < n; i++) {
       const check = checks[i];
       const limit = check.limit;
@@ -134,8 +144,10 @@ export class MemoryStore implements RateLimitStore {
         blockedUntil[i] = 0;
         verdict = slotVerdict(this.#slots.get(check.key) ?? 0, check.max, now);
       } else {
-        const until = this.#blocks.get(check.key)?.until ?? 0;
+        const record = this.#blocks.get(check.key);
+        const until = record === undefined ? 0 : record.until;
         blockedUntil[i] = until > now ? until : 0;
+        if (blockedUntil[i] !== 0 && record!.manual) manual = true;
         windowAt(limit, now, window);
         verdict = ALGORITHMS[limit.algorithm].peek(this.#counters.get(check.key), check.max, window.windowMs, now, limit.need, limit.take, window.start);
         if (limit.settles) settling = true;
@@ -145,7 +157,7 @@ export class MemoryStore implements RateLimitStore {
     }
 
     const outcomes: LimitOutcome[] = new Array(n);
-    const takeSlots = slotChecks > 0 && (allowed || shadow);
+    const takeSlots = slotChecks > 0 && (allowed || (shadow && !manual));
     const slots: boolean[] | undefined = takeSlots ? new Array<boolean>(n).fill(false) : undefined;
     for (let i = 0; i < n; i++) {
       const check = checks[i];
@@ -164,10 +176,11 @@ export class MemoryStore implements RateLimitStore {
         const block = blockFor(limit, this.#blocks.get(check.key), now);
         const until = now + block.ms;
         const forgetAt = limit.blocks === null ? until : until + limit.forgetAfterMs;
-        this.#blocks.set(check.key, { until, strike: block.strike, forgetAt }, { ttl: forgetAt - now });
+        this.#blocks.set(check.key, { until, strike: block.strike, forgetAt, manual: false, reason: '' }, { ttl: forgetAt - now });
         outcomes[i] = outcome(check.max, verdict, until, true, now, block.strike);
       } else {
-        outcomes[i] = outcome(check.max, verdict, blockedUntil[i], false, now, 0);
+        const byOperator = manual && blockedUntil[i] !== 0 && this.#blocks.peek(check.key)?.manual === true;
+        outcomes[i] = outcome(check.max, verdict, blockedUntil[i], false, now, 0, byOperator);
       }
     }
     if (slots === undefined && !(settling && allowed)) return { allowed, outcomes };
@@ -210,6 +223,81 @@ export class MemoryStore implements RateLimitStore {
     this.#counters.set(check.key, state, { ttl: algorithm.ttlMs(state, max, window.windowMs, now, window.start) });
   }
 
+  async inspect(checks: readonly LimitCheck[], now: number): Promise<KeyState[]> {
+    return checks.map((check) => this.#inspect(check, now));
+  }
+
+  #inspect(check: LimitCheck, now: number): KeyState {
+    const limit = check.limit;
+    if (limit.type === 'concurrent') {
+      const held = this.#slots.get(check.key) ?? 0;
+      return { count: held, remaining: Math.max(0, check.max - held), resetAt: now, blockedUntil: 0, manual: false, reason: '', strikes: 0 };
+    }
+    const window = windowAt(limit, now, this.#window);
+    const verdict = inspectVerdict(limit, this.#counters.peek(check.key), check.max, window.windowMs, now, window.start);
+    return keyState(limit, verdict, this.#blocks.peek(check.key), now);
+  }
+
+  async block(checks: readonly LimitCheck[], now: number, ms: number, reason: string): Promise<KeyState[]> {
+    for (const check of checks) {
+      if (check.limit.type !== 'rate') continue;
+      const previous = this.#blocks.peek(check.key);
+      const running = previous !== undefined && previous.until > now ? previous.until : 0;
+      const until = Math.max(running, now + ms);
+      // Strikes are the limit's own: a manual block keeps what it finds and adds none.
+      const remembered = previous !== undefined && previous.forgetAt > now;
+      const record: BlockRecord = {
+        until,
+        strike: remembered ? previous.strike : 0,
+        forgetAt: remembered ? previous.forgetAt : 0,
+        manual: true,
+        reason,
+      };
+      this.#blocks.set(check.key, record, { ttl: Math.max(record.until, record.forgetAt) - now });
+    }
+    return this.inspect(checks, now);
+  }
+
+  async unblock(checks: readonly LimitCheck[], now: number): Promise<boolean[]> {
+    return checks.map((check) => {
+      const record = this.#blocks.peek(check.key);
+      this.#blocks.delete(check.key);
+      return record !== undefined && record.until > now;
+    });
+  }
+
+  async reset(checks: readonly LimitCheck[], now: number): Promise<boolean[]> {
+    return checks.map((check) => {
+      if (check.limit.type !== 'rate') return false;
+      const record = this.#blocks.peek(check.key);
+      const held = this.#counters.peek(check.key) !== undefined || (record !== undefined && Math.max(record.until, record.forgetAt) > now);
+      this.#counters.delete(check.key);
+      this.#blocks.delete(check.key);
+      return held;
+    });
+  }
+
+  /**
+   * Scans the block map (bounded by `maxBlocks`): the admin listing is rare and this
+   * keeps the request path free of any index upkeep. Positions are `blockPosition`s.
+   */
+  async listBlocks(limits: readonly CompiledRateLimit[], after: string | null, count: number, now: number): Promise<BlockPage> {
+    if (limits.length === 0 || count <= 0) return { blocks: [], next: null };
+    const found: { position: string; info: BlockInfo }[] = [];
+    for (const [key, record] of this.#blocks.entries()) {
+      if (record.until <= now) continue;
+      const limit = limits.find((l) => key.startsWith(l.keyPrefix));
+      if (limit === undefined) continue;
+      const position = blockPosition(record.until, key);
+      if (after !== null && position <= after) continue;
+      const strike = strikesOf(limit, record, now);
+      found.push({ position, info: { limit, key, until: record.until, strike, manual: record.manual, reason: record.reason } });
+    }
+    found.sort((a, b) => (a.position < b.position ? -1 : a.position > b.position ? 1 : 0));
+    const page = found.slice(0, count);
+    return { blocks: page.map((f) => f.info), next: found.length > count ? page[page.length - 1].position : null };
+  }
+
   async close(): Promise<void> {
     this.#counters.clear();
     this.#blocks.clear();
@@ -229,8 +317,52 @@ export function slotVerdict(held: number, max: number, now: number): Verdict {
   return { allowed: false, remaining: 0, resetAt: now + SLOT_RETRY_MS, retryAfterMs: SLOT_RETRY_MS, count: held };
 }
 
-/** Merges an algorithm verdict with the key's block (shared with the Lua script). */
-export function outcome(max: number, verdict: Verdict, blockedUntil: number, blockStarted: boolean, now: number, strike: number): LimitOutcome {
+/**
+ * A running block's place in the admin listing: its end (zero-padded, so text order is
+ * time order) and its key. The Redis store's index of running blocks uses the same form.
+ */
+export function blockPosition(until: number, key: string): string {
+  return String(until).padStart(15, '0') + ':' + key;
+}
+
+/** See `KeyState.strikes` (shared with the Lua script). */
+function strikesOf(limit: CompiledRateLimit, record: BlockRecord | undefined, now: number): number {
+  if (record === undefined) return 0;
+  if (limit.blocks !== null) return record.forgetAt > now ? record.strike : 0;
+  return record.until > now && !record.manual ? 1 : 0;
+}
+
+/**
+ * The verdict an admin inspect reports: the algorithm's answer for a request that needs
+ * and takes nothing, i.e. the quota as the key's last response showed it (shared with the
+ * Lua script). The log, whose peek counts one request, is read directly.
+ */
+function inspectVerdict(limit: CompiledRateLimit, state: object | undefined, max: number, windowMs: number, now: number, start: number | undefined): Verdict {
+  if (limit.algorithm !== 'sliding-log') return ALGORITHMS[limit.algorithm].peek(state, max, windowMs, now, 0, 0, start);
+  const log = state as SlidingLogState | undefined;
+  let count = 0;
+  if (log !== undefined) for (const at of log) if (at > now - windowMs) count++;
+  const resetAt = count > 0 ? (log as SlidingLogState)[(log as SlidingLogState).length - 1] + windowMs : now;
+  return { allowed: count < max, remaining: Math.max(0, max - count), resetAt, retryAfterMs: 0, count };
+}
+
+/** An inspect verdict merged with the key's block record. */
+function keyState(limit: CompiledRateLimit, verdict: Verdict, record: BlockRecord | undefined, now: number): KeyState {
+  const blockedUntil = record !== undefined && record.until > now ? record.until : 0;
+  const manual = blockedUntil !== 0 && record!.manual;
+  return {
+    count: verdict.count,
+    remaining: blockedUntil !== 0 ? 0 : verdict.remaining,
+    resetAt: Math.max(verdict.resetAt, blockedUntil),
+    blockedUntil,
+    manual,
+    reason: manual ? record!.reason : '',
+    strikes: strikesOf(limit, record, now),
+  };
+}
+
+/** Merges an algorithm verdict with the key's block (shared with the Lua script); `manual`: an operator's block. */
+export function outcome(max: number, verdict: Verdict, blockedUntil: number, blockStarted: boolean, now: number, strike: number, manual = false): LimitOutcome {
   if (blockedUntil === 0) {
     return {
       allowed: verdict.allowed,
@@ -244,7 +376,7 @@ export function outcome(max: number, verdict: Verdict, blockedUntil: number, blo
       strike: 0,
     };
   }
-  return {
+  const refused: LimitOutcome = {
     allowed: false,
     max,
     remaining: 0,
@@ -256,4 +388,5 @@ export function outcome(max: number, verdict: Verdict, blockedUntil: number, blo
     blockStarted,
     strike,
   };
+  return manual ? { ...refused, manual: true } : refused;
 }

@@ -1,4 +1,4 @@
-import type { CompiledLimit } from '../policy/types.js';
+import type { CompiledLimit, CompiledRateLimit } from '../policy/types.js';
 
 /** One limit applied to one client key for one request. */
 export interface LimitCheck {
@@ -32,6 +32,11 @@ export interface LimitOutcome {
    * `forgetAfter` of its previous one (1 for a limit with one block duration); 0 = none.
    */
   readonly strike: number;
+  /**
+   * The running block that refused this check was set by an operator (admin API): it
+   * refuses even on shadow routes. Absent for every other outcome.
+   */
+  readonly manual?: boolean;
 }
 
 /** The store's answer for all limits of one request: counted all-or-nothing. */
@@ -91,6 +96,88 @@ export interface RateLimitStore {
   ready?(timeoutMs: number): Promise<boolean>;
   /** Releases connections and timers. */
   close(): Promise<void>;
+}
+
+/**
+ * What a store holds for one check's key now, without counting anything (admin
+ * inspect). Times are absolute ms on the caller's clock.
+ */
+export interface KeyState {
+  /** Units counted in the window (a concurrency check: slots held). */
+  readonly count: number;
+  /**
+   * Units left as the key's last response showed them in X-RateLimit-Remaining (its
+   * next request not counted yet); 0 while a block runs.
+   */
+  readonly remaining: number;
+  /** When the limit is fully available again (X-RateLimit-Reset); includes a running block. */
+  readonly resetAt: number;
+  /** A block runs until this time; 0 = none. */
+  readonly blockedUntil: number;
+  /** The running block was set by an operator. */
+  readonly manual: boolean;
+  /** The operator's reason for a manual block ('' otherwise). */
+  readonly reason: string;
+  /**
+   * Strikes remembered: for escalating blocks the strike of the last block while it is
+   * remembered (`forgetAfter`), else 1 while an automatic block runs; 0 = none.
+   */
+  readonly strikes: number;
+}
+
+/** One running block, as the admin listing shows it. */
+export interface BlockInfo {
+  readonly limit: CompiledRateLimit;
+  /** The check's store key (`limit.keyPrefix + clientKey`). */
+  readonly key: string;
+  /** Absolute ms on the caller's clock. */
+  readonly until: number;
+  /** See `KeyState.strikes`. */
+  readonly strike: number;
+  readonly manual: boolean;
+  readonly reason: string;
+}
+
+/** A page of running blocks. */
+export interface BlockPage {
+  readonly blocks: readonly BlockInfo[];
+  /** Opaque position after the last block examined, for the next page; null = the end. */
+  readonly next: string | null;
+}
+
+/**
+ * The admin API's operations on a store (incident response). Rate checks only, except
+ * `inspect`, which also reads concurrency checks. Not on the request path: each call
+ * may take a round trip of its own. With a shared store a change applies on every
+ * replica within a second (their local block caches included).
+ */
+export interface StoreAdmin {
+  /** The state of each check's key (see KeyState), counting nothing. */
+  inspect(checks: readonly LimitCheck[], now: number): Promise<KeyState[]>;
+  /**
+   * Blocks each check's key for `ms` from now as a manual block (listed as manual, with
+   * `reason`; refuses even on shadow routes). A longer running block is kept, turned
+   * manual. Counters and strikes are left as they are. Answers the resulting states.
+   */
+  block(checks: readonly LimitCheck[], now: number, ms: number, reason: string): Promise<KeyState[]>;
+  /** Lifts each key's block and forgets its strikes; counters stay. True where a block was running. */
+  unblock(checks: readonly LimitCheck[], now: number): Promise<boolean[]>;
+  /** Forgets each key's counters, block and strikes. True where the store held anything for it. */
+  reset(checks: readonly LimitCheck[], now: number): Promise<boolean[]>;
+  /**
+   * Running blocks of `limits` (one route's rate limits), ordered by end and key, at
+   * most `count`, after the position `after` of a previous page (null = the first).
+   * Paging to the end lists every block that runs throughout exactly once, while
+   * others start and end.
+   */
+  listBlocks(limits: readonly CompiledRateLimit[], after: string | null, count: number, now: number): Promise<BlockPage>;
+  /**
+   * Shared stores: publishes this replica's refusal counts of one minute (an opaque
+   * snapshot) for the others' `GET /admin/top`. Absent for stores that are not shared.
+   */
+  shareTop?(minute: number, snapshot: string): Promise<void>;
+  /** The other replicas' snapshots of these minutes (see `shareTop`). */
+  sharedTop?(minutes: readonly number[]): Promise<string[]>;
 }
 
 /** Raised by a store that could not decide (unreachable, timed out, circuit open). */

@@ -163,15 +163,52 @@ for (const variant of WORKLOAD_VARIANTS) {
       }
     }));
 
-    test('secrets come from Secrets: secret-looking env uses secretKeyRef, and no Secret object ships', withWorkload(variant, (w) => {
+    test('secrets come from Secrets: secret-looking env uses secretKeyRef (a *_FILE one names a file of a Secret volume), and no Secret object ships', withWorkload(variant, (w) => {
       for (const container of w.containers) {
         for (const variable of container.env ?? []) {
+          if (/_FILE$/.test(variable.name)) {
+            const mount = (container.volumeMounts ?? []).find((m) => variable.value?.startsWith(m.mountPath + '/'));
+            const volume = w.pod.volumes?.find((v) => v.name === mount?.name);
+            assert.ok(volume?.secret?.secretName, `${container.name}: env ${variable.name} must name a file of a mounted Secret`);
+            continue;
+          }
           if (/SECRET|PASSWORD|TOKEN|KEY|REDIS_URL/i.test(variable.name)) {
             assert.ok(variable.valueFrom?.secretKeyRef, `${container.name}: env ${variable.name} must come from a Secret`);
           }
         }
       }
       assert.deepEqual(w.objects.filter((o) => o.kind === 'Secret').map((o) => o.metadata.name), [], 'create Secrets out of band (k8s/examples shows their shape)');
+    }));
+
+    test('the admin token is a file of the optional Secret tollgate-admin-token, mounted read-only as a directory (rotation applies), never an env value', withWorkload(variant, (w) => {
+      assert.equal(w.env.TOLLGATE_ADMIN_TOKEN, undefined, 'a token in env would need a restart to rotate and shows in `kubectl describe`');
+      const source = w.settings.adminToken;
+      assert.ok(source !== undefined && 'file' in source, 'TOLLGATE_ADMIN_TOKEN_FILE is set: the admin API can be turned on');
+      const mount = (w.tollgate.volumeMounts ?? []).find((m) => source.file.startsWith(m.mountPath + '/'));
+      assert.ok(mount, `a volume is mounted where ${source.file} lives`);
+      assert.equal(mount.readOnly, true);
+      assert.equal(mount.subPath, undefined, 'a subPath mount is never updated: a rotated token would not apply');
+      assert.notEqual(mount.mountPath, dirname(w.settings.configFile), 'not inside the policy directory');
+      const secret = w.pod.volumes?.find((v) => v.name === mount.name)?.secret;
+      assert.equal(secret?.secretName, 'tollgate-admin-token');
+      assert.equal(secret?.optional, true, 'the pod starts without it (admin API off)');
+      const item = secret?.items?.find((i) => `${mount.mountPath}/${i.path}` === source.file);
+      assert.ok(item, `the Secret key mounted at ${source.file}`);
+      assert.ok(exampleSecrets().get('tollgate-admin-token')?.[item.key] !== undefined, 'k8s/examples shows the Secret');
+      // Readable by Tollgate's group only (fsGroup), not by others.
+      assert.equal((secret?.defaultMode ?? 0o644) & 0o007, 0, 'not world-readable');
+      assert.equal(w.pod.securityContext?.fsGroup, w.tollgate.securityContext?.runAsGroup ?? w.pod.securityContext?.runAsGroup);
+    }));
+
+    test('the admin port stays unexposed: no Service port targets it, by number or by name', withWorkload(variant, (w) => {
+      const adminNames = new Set((w.tollgate.ports ?? []).filter((p) => p.containerPort === w.settings.admin.port).map((p) => p.name));
+      for (const service of w.objects.filter((o) => o.kind === 'Service') as unknown as V1Service[]) {
+        for (const port of service.spec?.ports ?? []) {
+          assert.notEqual(port.targetPort, w.settings.admin.port, `Service ${service.metadata?.name} port ${port.name} exposes the admin port`);
+          assert.ok(!adminNames.has(String(port.targetPort)), `Service ${service.metadata?.name} port ${port.name} exposes the admin port by name`);
+          assert.notEqual(port.port, w.settings.admin.port, `Service ${service.metadata?.name} listens on the admin port number`);
+        }
+      }
     }));
 
     test('the pod template sets no Prometheus scrape annotations (they would overwrite the app\'s own)', withWorkload(variant, (w) => {
@@ -226,16 +263,24 @@ describe('variant specifics', () => {
     assert.deepEqual(r.policy.store.memory, b.policy.store.memory, 'the local fallback is sized like base');
   });
 
-  test('example Secrets cover every secretKeyRef and are not part of any kustomization', (t) => {
+  test('example Secrets cover every secretKeyRef and Secret volume, and are not part of any kustomization', (t) => {
     const secrets = exampleSecrets();
     for (const variant of WORKLOAD_VARIANTS) {
       const objects = render(t, variant);
       if (objects === undefined) return;
-      for (const container of readWorkload(objects).containers) {
+      const workload = readWorkload(objects);
+      for (const container of workload.containers) {
         for (const variable of container.env ?? []) {
           const ref = variable.valueFrom?.secretKeyRef;
           if (ref) assert.ok(secrets.get(ref.name ?? '')?.[ref.key] !== undefined, `${variant}: ${ref.name}/${ref.key} has no example`);
         }
+      }
+      for (const volume of workload.pod.volumes ?? []) {
+        const secret = volume.secret;
+        if (secret === undefined) continue;
+        const example = secrets.get(secret.secretName ?? '');
+        assert.ok(example !== undefined, `${variant}: Secret volume ${secret.secretName} has no example`);
+        for (const item of secret.items ?? []) assert.ok(example[item.key] !== undefined, `${variant}: ${secret.secretName}/${item.key} has no example`);
       }
     }
     const kustomizations = ['k8s/base', ...readdirSync(new URL('../../k8s/overlays', import.meta.url)).map((d) => `k8s/overlays/${d}`)];

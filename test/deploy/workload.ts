@@ -39,7 +39,7 @@ const runtimeStage = (): Stage => {
 /** Secret name -> key -> value, from the example Secrets in k8s/examples. */
 export function exampleSecrets(): Map<string, Record<string, string>> {
   const secrets = new Map<string, Record<string, string>>();
-  for (const file of ['k8s/examples/tollgate-secrets.example.yaml', 'k8s/examples/tollgate-redis.example.yaml']) {
+  for (const file of ['k8s/examples/tollgate-secrets.example.yaml', 'k8s/examples/tollgate-redis.example.yaml', 'k8s/examples/tollgate-admin-token.example.yaml']) {
     const secret = parse(readRepoFile(file)) as { kind: string; metadata: { name: string }; stringData: Record<string, string> };
     if (secret.kind !== 'Secret') throw new Error(`${file} is not a Secret`);
     secrets.set(secret.metadata.name, secret.stringData);

@@ -121,7 +121,7 @@ describe('metrics move with each decision', () => {
       assert.ok(!text.includes(secret), `/metrics mentions ${secret}`);
     }
     const labelValues = new Set([...text.matchAll(/="([^"]*)"/g)].map((m) => m[1]));
-    const allowed = /^(?:api|shadowed|slow|_unmatched|allowed|limited|blocked|bypassed|shadow_limited|store_error|user|ip|memory|[1-5]xx|error|[0-9a-f]{64}|[0-9.e+-]+|\+Inf)$/;
+    const allowed = /^(?:api|shadowed|slow|_unmatched|allowed|limited|blocked|bypassed|shadow_limited|store_error|user|ip|memory|block|unblock|reset|[1-5]xx|error|[0-9a-f]{64}|[0-9.e+-]+|\+Inf)$/;
     for (const value of labelValues) assert.match(value, allowed);
   });
 });

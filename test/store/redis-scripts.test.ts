@@ -6,9 +6,9 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { DECIDE_LUA, HEARTBEAT_LUA, RENEW_LUA, SCRIPT_SHA1, SETTLE_LUA } from '../../src/store/redis/scripts.js';
+import { ADMIN_LUA, BLOCKS_LUA, DECIDE_LUA, HEARTBEAT_LUA, RENEW_LUA, SCRIPT_SHA1, SETTLE_LUA } from '../../src/store/redis/scripts.js';
 
-const SCRIPTS = { decide: DECIDE_LUA, heartbeat: HEARTBEAT_LUA, settle: SETTLE_LUA, renew: RENEW_LUA } as const;
+const SCRIPTS = { decide: DECIDE_LUA, heartbeat: HEARTBEAT_LUA, settle: SETTLE_LUA, renew: RENEW_LUA, admin: ADMIN_LUA, blocks: BLOCKS_LUA } as const;
 
 describe('redis scripts registry', () => {
   it('every pinned script is checked here', () => {
@@ -25,19 +25,21 @@ describe('redis scripts registry', () => {
       for (const match of lua.matchAll(/call\('(\w+)',\s*([^,)]+)/g)) {
         const [, command, firstArg] = match;
         if (command === 'TIME') continue;
-        assert.match(firstArg.trim(), /^(KEYS\[[^\]]+\]|key|blockKeys\[i\]|strikeKey)$/, `${command} must name a key from KEYS, got ${firstArg}`);
+        assert.match(firstArg.trim(), /^(KEYS\[[^\]]+\]|key|blockKeys\[i\]|strikeKey|blockKey|reasonKey|idx)$/, `${command} must name a key from KEYS, got ${firstArg}`);
       }
       // The names above hold only KEYS entries (`keys[i]` keeps each check's `key`).
-      for (const match of lua.matchAll(/\b(key|blockKeys\[i\]|strikeKeys\[i\])\s*=\s*([^\n]+)/g)) {
+      for (const match of lua.matchAll(/\b(key|blockKeys\[i\]|strikeKeys\[i\]|blockKey|strikeKey|reasonKey|idx)\s*=\s*([^\n]+)/g)) {
         assert.match(match[2].trim(), /^(KEYS\[[^\]]+\]|keys\[i\])$/, `${match[1]} must be assigned from KEYS, got ${match[2]}`);
       }
+      // Helpers that take a key take it as one of those names.
+      for (const match of lua.matchAll(/(?<!function )\b(?:indexAdd|storeBlock)\((\w+(?:\[i\])?)/g)) assert.match(match[1], /^(idx|key)$/);
       // strikeKey is only ever a parameter, passed strikeKeys[i].
       for (const match of lua.matchAll(/(?<!function )nextBlock\(sp, ([^)]+)\)/g)) assert.equal(match[1].trim(), 'strikeKeys[i]');
       for (const match of lua.matchAll(/\bkeys\[i\]\s*=\s*([^\n]+)/g)) assert.equal(match[1].trim(), 'key');
     });
   }
 
-  for (const [name, lua] of Object.entries({ decide: DECIDE_LUA, settle: SETTLE_LUA })) {
+  for (const [name, lua] of Object.entries({ decide: DECIDE_LUA, settle: SETTLE_LUA, admin: ADMIN_LUA })) {
     it(`${name}: every write carries its expiry (SET with PX, ZADD followed by PEXPIRE)`, () => {
       const sets = [...lua.matchAll(/call\('SET'[^\n]*/g)].map((m) => m[0]);
       assert.ok(sets.length >= 1);

@@ -49,6 +49,8 @@ async function openStore(cfg: RedisStoreConfig, options: Partial<Omit<RedisStore
   const store = openRedisStore(cfg, options);
   opened.push(store);
   await waitUntilShared((checks, now) => store.decide(checks, now));
+  // The block cache fills once the store hears of admin changes (its subscription).
+  await store.ready(10_000);
   return store;
 }
 

@@ -1,6 +1,9 @@
 import { LRUCache } from 'lru-cache';
 import type { LimitCheck, LimitOutcome, StoreDecision } from '../types.js';
 
+/** How long a key dropped by an admin change is not cached again. */
+const DROPPED_MS = 1_000; // 1s
+
 /** What Redis said about a blocked key, in local time. */
 interface BlockEntry {
   /** The block ends. */
@@ -9,6 +12,8 @@ interface BlockEntry {
   readonly retryAt: number;
   readonly resetAt: number;
   readonly count: number;
+  /** An operator set the block (admin API). */
+  readonly manual: boolean;
 }
 
 /**
@@ -17,12 +22,45 @@ interface BlockEntry {
  * A blocked key counts nothing on any replica, so Redis's last answer for it (when a
  * request is allowed again, when the quota resets) holds until the block ends.
  * Bounded: an evicted entry only means the next request asks Redis again.
+ *
+ * An operator may lift or change a block through any replica: the store drops the
+ * entries it is told about (`delete`, pub/sub), and while it cannot hear about changes
+ * (`suspend`: its subscription is down) it caches nothing.
  */
 export class BlockCache {
   readonly #entries: LRUCache<string, BlockEntry>;
+  /**
+   * Keys dropped by `delete` in the last second: an answer Redis gave before the change
+   * may still be on its way on the other connection, and must not put the entry back.
+   * Made at the first lift (most replicas never see one).
+   */
+  #dropped: LRUCache<string, true> | undefined;
+  #suspended: boolean;
 
-  constructor(maxEntries: number) {
+  constructor(maxEntries: number, options: { suspended?: boolean } = {}) {
     this.#entries = new LRUCache<string, BlockEntry>({ max: maxEntries });
+    this.#suspended = options.suspended === true;
+  }
+
+  /** Forgets everything and caches nothing until `resume`. */
+  suspend(): void {
+    this.#suspended = true;
+    this.#entries.clear();
+  }
+
+  /** Caches again, starting empty (what was learnt before may be stale). */
+  resume(): void {
+    this.#entries.clear();
+    this.#suspended = false;
+  }
+
+  /**
+   * Drops a key's entry (its block was changed elsewhere); `lifted`: the block was lifted,
+   * so for a second an answer saying it is blocked is not cached again.
+   */
+  delete(key: string, lifted: boolean): void {
+    this.#entries.delete(key);
+    if (lifted) (this.#dropped ??= new LRUCache<string, true>({ max: 10_000, ttl: DROPPED_MS })).set(key, true);
   }
 
   get size(): number {
@@ -31,11 +69,13 @@ export class BlockCache {
 
   /** Records the refusal of a blocked key (`outcome.blockedUntil > 0`), received at `now`. */
   add(key: string, outcome: LimitOutcome, now: number): void {
+    if (this.#suspended || (this.#dropped !== undefined && this.#dropped.has(key))) return;
     this.#entries.set(key, {
       until: outcome.blockedUntil,
       retryAt: now + outcome.retryAfterMs,
       resetAt: outcome.resetAt,
       count: outcome.count,
+      manual: outcome.manual === true,
     });
   }
 
@@ -58,20 +98,22 @@ export class BlockCache {
     for (let i = 0; i < checks.length; i++) {
       const { key, max } = checks[i];
       const entry = this.#entries.get(key);
-      outcomes[i] =
-        entry !== undefined
-          ? {
-              allowed: false,
-              max,
-              remaining: 0,
-              resetAt: entry.resetAt,
-              retryAfterMs: entry.retryAt - now,
-              count: entry.count,
-              blockedUntil: entry.until,
-              blockStarted: false,
-              strike: 0,
-            }
-          : { allowed: true, max, remaining: max, resetAt: now, retryAfterMs: 0, count: 0, blockedUntil: 0, blockStarted: false, strike: 0 };
+      if (entry === undefined) {
+        outcomes[i] = { allowed: true, max, remaining: max, resetAt: now, retryAfterMs: 0, count: 0, blockedUntil: 0, blockStarted: false, strike: 0 };
+        continue;
+      }
+      const refused: LimitOutcome = {
+        allowed: false,
+        max,
+        remaining: 0,
+        resetAt: entry.resetAt,
+        retryAfterMs: entry.retryAt - now,
+        count: entry.count,
+        blockedUntil: entry.until,
+        blockStarted: false,
+        strike: 0,
+      };
+      outcomes[i] = entry.manual ? { ...refused, manual: true } : refused;
     }
     return { allowed: false, outcomes };
   }

@@ -7,6 +7,9 @@
  * `MemoryStore.settle` with the algorithms' `adjust`; both scripts share the state
  * and algorithm code below (`COMMON_LUA`).
  *
+ * `ADMIN_LUA` and `BLOCKS_LUA` serve the admin API (inspect, block, unblock, reset;
+ * the listing of running blocks) and share `COMMON_LUA` too.
+ *
  * Each script's sha1 is pinned below; test/store/redis-scripts.test.ts recomputes
  * it offline, so editing a script without updating its hash fails without Redis.
  */
@@ -23,11 +26,19 @@
  * the same few specs, parsed once per script call.
  *
  * States: fixed-window, sliding-window and token-bucket keep their state and block in
- * one string ("b<blockedUntil> n n [n]", %.17g numbers, blockedUntil 0 = none): one key
- * and one GET per check. A value in any other form reads as no state (and is
- * overwritten). sliding-log's state is a ZSET, so its block is a second key (a string:
- * blocked-until ms). An escalating limit's strike count is one more key (a string,
- * expiring `forgetAfter` after its block ends).
+ * one string ("b<blockedUntil> n n [n]", %.17g numbers, blockedUntil 0 = none; "m..."
+ * instead of "b...": the block was set by an operator): one key and one GET per check. A
+ * value in any other form reads as no state (and is overwritten). sliding-log's state is
+ * a ZSET, so its block is a second key (a string: blocked-until ms, "m" first for an
+ * operator's block). An escalating limit's strike count is one more key (a string,
+ * expiring `forgetAfter` after its block ends). An operator's reason is one more key
+ * (":m", living as long as the block), read only by the admin scripts.
+ *
+ * Running blocks are indexed per route (a ZSET of members "<until, 15 digits>:<state key>",
+ * all scored 0, so text order is (until, key) order): the decide script adds a member
+ * when it starts a block, the admin script when it sets or lifts one, and every add
+ * drops the members of blocks that ended. The admin listing pages through it with
+ * ZRANGEBYLEX.
  */
 const COMMON_LUA = `local floor, ceil, fmod, min, max = math.floor, math.ceil, math.fmod, math.min, math.max
 local format, match, gmatch, tonumber = string.format, string.match, string.gmatch, tonumber
@@ -41,32 +52,64 @@ local function fmt(x) return format('%.17g', x) end
 
 -- String states are parsed once and then kept here (every write updates them), so a
 -- key named twice in one call is consumed twice, as MemoryStore does with its shared
--- state object. A state is {n, n, n?, blk = blocked-until}; st[1] is nil for a key
--- with no counter state (absent, or holding only a block).
+-- state object. A state is {n, n, n?, blk = blocked-until, man = an operator's block};
+-- st[1] is nil for a key with no counter state (absent, or holding only a block).
 local states = {}
 local function load(key)
   local st = states[key]
   if st ~= nil then return st end
-  st = {blk = 0}
+  st = {blk = 0, man = false}
   local v = call('GET', key)
   if v then
-    local b, x, y, z = match(v, '^b(%S+) ?(%S*) ?(%S*) ?(%S*)$')
-    if b then
+    local tag, b, x, y, z = match(v, '^([bm])(%S+) ?(%S*) ?(%S*) ?(%S*)$')
+    if tag then
       st.blk = tonumber(b) or 0
+      st.man = tag == 'm'
       st[1], st[2], st[3] = tonumber(x), tonumber(y), tonumber(z)
     end
   end
   states[key] = st
   return st
 end
+local function tagOf(st) if st.man then return 'm' end return 'b' end
 -- Writes a string state with its TTL; a running block is kept, and keeps the key alive.
 local function store(key, st, ttl)
   local blk = st.blk
   local v
-  if st[3] == nil then v = format('b%.17g %.17g %.17g', blk, st[1], st[2])
-  else v = format('b%.17g %.17g %.17g %.17g', blk, st[1], st[2], st[3]) end
+  if st[3] == nil then v = format('%s%.17g %.17g %.17g', tagOf(st), blk, st[1], st[2])
+  else v = format('%s%.17g %.17g %.17g %.17g', tagOf(st), blk, st[1], st[2], st[3]) end
   if blk > now and blk - now > ttl then ttl = blk - now end
   call('SET', key, v, 'PX', ceil(ttl + slack))
+end
+-- Starts a block on a string state (manual: an operator's): the counts are kept as they
+-- are, and the key lives until the later of its own expiry and the block's end.
+local function storeBlock(key, untilMs, blockMs, manual)
+  local st = load(key)
+  st.blk = untilMs
+  st.man = manual
+  local v
+  if st[1] == nil then v = tagOf(st) .. fmt(untilMs)
+  elseif st[3] == nil then v = format('%s%.17g %.17g %.17g', tagOf(st), untilMs, st[1], st[2])
+  else v = format('%s%.17g %.17g %.17g %.17g', tagOf(st), untilMs, st[1], st[2], st[3]) end
+  local ttl = ceil(blockMs + slack)
+  local left = call('PTTL', key)
+  if left > ttl then ttl = left end
+  call('SET', key, v, 'PX', ttl)
+end
+-- sliding-log's block key: "<until>", or "m<until>" for an operator's block.
+local function slBlock(v)
+  if not v then return 0, false end
+  if string.sub(v, 1, 1) == 'm' then return tonumber(string.sub(v, 2)) or 0, true end
+  return tonumber(v) or 0, false
+end
+-- A running block's member in its route's index: "<until>:<state key>".
+local function member(untilMs, key) return format('%015.0f', untilMs) .. ':' .. key end
+-- Adds a running block to the index idx, and drops the members of blocks that ended.
+local function indexAdd(idx, untilMs, key)
+  call('ZREMRANGEBYLEX', idx, '-', '(' .. format('%015.0f', now))
+  call('ZADD', idx, 0, member(untilMs, key))
+  local ttl = ceil(untilMs - now + slack)
+  if call('PTTL', idx) < ttl then call('PEXPIRE', idx, ttl) end
 end
 -- Counting happens only when no limit of the decision is blocked: the stored block
 -- (if any) has ended, so it is dropped.
@@ -225,11 +268,13 @@ end
  */
 export const DECIDE_LUA = `-- tollgate decide (batched)
 -- KEYS        per check, in decision order: its state key; sliding-log adds its block
---             key, an escalating limit its strike key (in that order).
+--             key, an escalating limit its strike key (in that order); after a
+--             decision's checks, its route's index of running blocks (flag 'i').
 -- ARGV[1]     ms added to every TTL (slack for clock: local; 0 with TIME)
 -- ARGV[2]     batch id, unique across replicas (sliding-log and lease members)
 -- then per decision: now in ms ('' = the server clock, TIME, read once per batch),
 --   check count n, flags ('s' = shadow: take the concurrency slots even when refused,
+--   unless an operator's block refused; 'i' = an index key follows the checks' keys;
 --   '' = none), and per check its spec (see COMMON_LUA).
 -- A concurrency check's key is a ZSET of leases: member = "<batch id>:<decision>:<check>"
 -- (what the store gives back on release), score = the lease's expiry; expired leases are
@@ -237,26 +282,12 @@ export const DECIDE_LUA = `-- tollgate decide (batched)
 -- Returns one string of space-separated numbers (cheaper for the client to decode
 -- than an array): the server's now (0 if unused), then per decision and check:
 -- allowed 0/1, remaining, resetAt, retryAfterMs, count, blockedUntil (0 = none),
--- blockStarted 0/1, strike (of the block started, 0 = none).
+-- blockStarted (0, 1 = started, 2 = refused by a running operator's block), strike (of
+-- the block started, 0 = none).
 ${COMMON_LUA}
 slack = tonumber(ARGV[1])
 local bid = ARGV[2]
 local serverNow = nil
-
--- Starts a block on a string state: the counts are kept as they are, and the key lives
--- until the later of its own expiry and the block's end.
-local function storeBlock(key, untilMs, blockMs)
-  local st = load(key)
-  st.blk = untilMs
-  local v
-  if st[1] == nil then v = 'b' .. fmt(untilMs)
-  elseif st[3] == nil then v = format('b%.17g %.17g %.17g', untilMs, st[1], st[2])
-  else v = format('b%.17g %.17g %.17g %.17g', untilMs, st[1], st[2], st[3]) end
-  local ttl = ceil(blockMs + slack)
-  local left = call('PTTL', key)
-  if left > ttl then ttl = left end
-  call('SET', key, v, 'PX', ttl)
-end
 
 -- sliding-log: a ZSET of request timestamps (scores); members are request ids
 local function slPeek(key, mx, w)
@@ -308,13 +339,14 @@ local out = {''}
 
 -- Per check of the decision being run, reused across decisions (entries 1..n are
 -- written before they are read): allocating them per decision cost ~6% of the script.
-local passed, verdicts, blocked, checks, keys, blockKeys, strikeKeys, starts, widths = {}, {}, {}, {}, {}, {}, {}, {}, {}
+local passed, verdicts, blocked, manual, checks, keys, blockKeys, strikeKeys, starts, widths = {}, {}, {}, {}, {}, {}, {}, {}, {}, {}
 
 -- One decision: its keys start after KEYS[k], its checks' args at ARGV[a]. Returns an
 -- error reply, or nil and the index of its last key.
-local function decide(k, a, n, rid, shadow)
+local function decide(k, a, n, rid, shadow, indexed)
   -- 1. read every block and state and peek every limit
   local allowed = true
+  local byOperator = false
   for i = 1, n do
     local sp = spec(ARGV[a + i - 1])
     if not sp then return redis.error_reply('tollgate: bad check spec ' .. tostring(ARGV[a + i - 1])) end
@@ -323,21 +355,24 @@ local function decide(k, a, n, rid, shadow)
     k = k + 1
     local key = KEYS[k]
     keys[i] = key
-    local untilMs
+    local untilMs, man = 0, false
     if code == 'sl' then
       k = k + 1
       blockKeys[i] = KEYS[k]
-      untilMs = tonumber(call('GET', KEYS[k]) or 0)
-    elseif code == 'cc' then
-      untilMs = 0
-    else
-      untilMs = load(key).blk
+      untilMs, man = slBlock(call('GET', KEYS[k]))
+    elseif code ~= 'cc' then
+      local st = load(key)
+      untilMs, man = st.blk, st.man
     end
     if sp.blocks then
       k = k + 1
       strikeKeys[i] = KEYS[k]
     end
-    if untilMs > now then blocked[i] = untilMs else blocked[i] = 0 end
+    manual[i] = false
+    if untilMs > now then
+      blocked[i] = untilMs
+      if man then manual[i], byOperator = true, true end
+    else blocked[i] = 0 end
     -- A peek answers: allowed 0/1, remaining, resetAt, retryAfterMs, count.
     local ok, remaining, resetAt, retry, count
     if code == 'sw' then ok, remaining, resetAt, retry, count = swPeek(load(key), mx, w, need, take)
@@ -353,6 +388,12 @@ local function decide(k, a, n, rid, shadow)
     if blocked[i] ~= 0 or ok == 0 then allowed = false end
   end
 
+  local idx
+  if indexed then
+    k = k + 1
+    idx = KEYS[k]
+  end
+
   -- 2. count all, or count nothing and start the blocks of the refused limits
   for i = 1, n do
     local sp = checks[i]
@@ -360,7 +401,7 @@ local function decide(k, a, n, rid, shadow)
     local key = keys[i]
     local started, strike = 0, 0
     if code == 'cc' then
-      if allowed or shadow then ccTake(key, w, rid .. ':' .. i) end
+      if allowed or (shadow and not byOperator) then ccTake(key, w, rid .. ':' .. i) end
     elseif allowed then
       if code == 'sw' then swConsume(key, load(key), w, take)
       elseif code == 'fw' then fwConsume(key, load(key), starts[i], widths[i], take)
@@ -371,8 +412,11 @@ local function decide(k, a, n, rid, shadow)
       if sp.blocks then strike, blockMs = nextBlock(sp, strikeKeys[i]) end
       blocked[i] = now + blockMs
       if code == 'sl' then call('SET', blockKeys[i], fmt(blocked[i]), 'PX', ceil(blockMs + slack))
-      else storeBlock(key, blocked[i], blockMs) end
+      else storeBlock(key, blocked[i], blockMs, false) end
+      if idx then indexAdd(idx, blocked[i], key) end
       started = 1
+    elseif manual[i] then
+      started = 2
     end
     out[#out + 1] = verdicts[i]
     out[#out + 1] = format('%.17g %d %d', blocked[i], started, strike)
@@ -393,7 +437,8 @@ while a <= #ARGV do
   end
   now = t
   local n = tonumber(ARGV[a + 1])
-  local failed, last = decide(k, a + 3, n, bid .. ':' .. d, ARGV[a + 2] == 's')
+  local flags = ARGV[a + 2]
+  local failed, last = decide(k, a + 3, n, bid .. ':' .. d, string.find(flags, 's', 1, true) ~= nil, string.find(flags, 'i', 1, true) ~= nil)
   if failed then return failed end
   k = last
   a = a + 3 + n
@@ -447,6 +492,189 @@ return removed
 `;
 
 /**
+ * The admin API's operations on one route's keys (incident response), atomic per call:
+ * inspect (the quota as the key's last response showed it, counting nothing), block (an
+ * operator's block: the "m" state tag, its reason in ":m", indexed), unblock (lift the
+ * block, forget the strikes, keep the counts) and reset (forget everything). Concurrency
+ * checks are only inspected. Every answer is the key's state after the operation, read
+ * as the decide script reads it.
+ */
+export const ADMIN_LUA = `-- tollgate admin (one route)
+-- KEYS[1]     the route's index of running blocks
+-- then per check 4 keys: its state key, sliding-log's block key (":b"), its strike key
+--             (":s") and the operator's reason key (":m"), used by the limit or not
+-- ARGV[1]     op: inspect | block | unblock | reset
+-- ARGV[2]     now in ms ('' = the server clock, TIME)
+-- ARGV[3]     ms added to every TTL (slack for clock: local)
+-- ARGV[4]     block: its length in ms ('' otherwise)
+-- ARGV[5]     block: the operator's reason ('' otherwise)
+-- ARGV[6..]   per check its spec (see COMMON_LUA)
+-- Returns an array of strings: the server's now (0 if unused), then per check: changed
+--   0/1 (block, unblock: a block was running before; reset: the key held state), count,
+--   remaining, resetAt, blockedUntil (0 = none), manual 0/1, strikes, reason.
+${COMMON_LUA}
+local op = ARGV[1]
+local serverNow = 0
+now = tonumber(ARGV[2])
+if now == nil then
+  local time = call('TIME')
+  now = tonumber(time[1]) * 1000 + floor(tonumber(time[2]) / 1000)
+  serverNow = now
+end
+slack = tonumber(ARGV[3])
+local blockMs = tonumber(ARGV[4]) or 0
+local reason = ARGV[5]
+local idx = KEYS[1]
+
+-- The block on a check's key (until, manual); until may lie in the past.
+local function blockOf(code, key, blockKey)
+  if code == 'sl' then return slBlock(call('GET', blockKey)) end
+  if code == 'cc' then return 0, false end
+  local st = load(key)
+  return st.blk, st.man
+end
+
+-- The strikes remembered (see KeyState.strikes in src/store/types.ts).
+local function strikesOf(sp, strikeKey, untilMs, man)
+  if sp.blocks then
+    local v = call('GET', strikeKey)
+    if v then
+      local n, forgetAt = match(v, '^(%d+) (%S+)$')
+      if n and tonumber(forgetAt) > now then return tonumber(n) end
+    end
+    return 0
+  end
+  if untilMs > now and not man then return 1 end
+  return 0
+end
+
+-- The key's state: the algorithm's answer for a request that needs and takes nothing.
+local function inspect(sp, key, blockKey, strikeKey, reasonKey)
+  local code, mx, w = sp[1], sp[2], sp[3]
+  local _, remaining, resetAt, count
+  if code == 'sw' then _, remaining, resetAt, _, count = swPeek(load(key), mx, w, 0, 0)
+  elseif code == 'fw' then
+    local start, width = windowAt(sp, now)
+    _, remaining, resetAt, _, count = fwPeek(load(key), mx, start, width, 0, 0)
+  elseif code == 'tb' then _, remaining, resetAt, _, count = tbPeek(load(key), mx, w, 0, 0)
+  elseif code == 'sl' then
+    count = call('ZCOUNT', key, '(' .. fmt(now - w), '+inf')
+    remaining, resetAt = max(0, mx - count), now
+    if count > 0 then resetAt = tonumber(call('ZRANGE', key, -1, -1, 'WITHSCORES')[2]) + w end
+  else
+    count = call('ZCOUNT', key, '(' .. fmt(now), '+inf')
+    remaining, resetAt = max(0, mx - count), now
+  end
+  local untilMs, man = blockOf(code, key, blockKey)
+  if untilMs <= now then untilMs, man = 0, false end
+  if untilMs ~= 0 then remaining, resetAt = 0, max(resetAt, untilMs) end
+  local why = ''
+  if man then why = call('GET', reasonKey) or '' end
+  local flag = '0'
+  if man then flag = '1' end
+  return {fmt(count), fmt(remaining), fmt(resetAt), fmt(untilMs), flag, fmt(strikesOf(sp, strikeKey, untilMs, man)), why}
+end
+
+-- An operator's block until now + blockMs, or the running block's end if later.
+local function block(sp, key, blockKey, reasonKey)
+  local code = sp[1]
+  local running = blockOf(code, key, blockKey)
+  if running <= now then running = 0 end
+  local untilMs = max(running, now + blockMs)
+  local ttl = untilMs - now
+  if code == 'sl' then call('SET', blockKey, 'm' .. fmt(untilMs), 'PX', ceil(ttl + slack))
+  else storeBlock(key, untilMs, ttl, true) end
+  call('SET', reasonKey, reason, 'PX', ceil(ttl + slack))
+  if running ~= 0 then call('ZREM', idx, member(running, key)) end
+  indexAdd(idx, untilMs, key)
+  return running ~= 0
+end
+
+-- Lifts the block and forgets the strikes; the counts stay (and keep their TTL).
+local function unblock(sp, key, blockKey, strikeKey, reasonKey)
+  local code = sp[1]
+  local untilMs = 0
+  if code == 'sl' then
+    untilMs = slBlock(call('GET', blockKey))
+    call('DEL', blockKey)
+  else
+    local st = load(key)
+    untilMs = st.blk
+    if untilMs ~= 0 or st.man then
+      st.blk, st.man = 0, false
+      if st[1] == nil then call('DEL', key)
+      else
+        local left = call('PTTL', key)
+        if left > 0 then store(key, st, left - slack) end
+      end
+    end
+  end
+  call('DEL', strikeKey)
+  call('DEL', reasonKey)
+  if untilMs ~= 0 then call('ZREM', idx, member(untilMs, key)) end
+  return untilMs > now
+end
+
+-- Forgets the key's counts, block and strikes.
+local function reset(sp, key, blockKey, strikeKey, reasonKey)
+  local untilMs = blockOf(sp[1], key, blockKey)
+  if untilMs ~= 0 then call('ZREM', idx, member(untilMs, key)) end
+  states[key] = nil
+  return call('DEL', key, blockKey, strikeKey, reasonKey) > 0
+end
+
+local out = {fmt(serverNow)}
+local k, a = 1, 6
+while a <= #ARGV do
+  local sp = spec(ARGV[a])
+  if not sp then return redis.error_reply('tollgate: bad check spec ' .. tostring(ARGV[a])) end
+  local key = KEYS[k + 1]
+  local blockKey = KEYS[k + 2]
+  local strikeKey = KEYS[k + 3]
+  local reasonKey = KEYS[k + 4]
+  k, a = k + 4, a + 1
+  local changed = false
+  if op == 'inspect' or sp[1] == 'cc' then changed = false
+  elseif op == 'block' then changed = block(sp, key, blockKey, reasonKey)
+  elseif op == 'unblock' then changed = unblock(sp, key, blockKey, strikeKey, reasonKey)
+  elseif op == 'reset' then changed = reset(sp, key, blockKey, strikeKey, reasonKey)
+  else return redis.error_reply('tollgate: unknown admin op ' .. tostring(op)) end
+  if changed then out[#out + 1] = '1' else out[#out + 1] = '0' end
+  local state = inspect(sp, key, blockKey, strikeKey, reasonKey)
+  for j = 1, #state do out[#out + 1] = state[j] end
+end
+return out
+`;
+
+/**
+ * A page of one route's index of running blocks, for the admin listing: drops the
+ * members of blocks that ended, then reads up to a page of members after the previous
+ * page's last one. Members are ordered by (until, key), so paging to the end sees every
+ * block that runs throughout exactly once, while others start and end.
+ */
+export const BLOCKS_LUA = `-- tollgate blocks page
+-- KEYS[1]  a route's index of running blocks (members "<until, 15 digits>:<state key>")
+-- ARGV[1]  now in ms ('' = the server clock, TIME)
+-- ARGV[2]  the last member of the previous page ('' = from the start)
+-- ARGV[3]  page size
+-- Returns an array: the server's now (0 if unused), then up to ARGV[3] members after ARGV[2].
+local serverNow = 0
+local now = tonumber(ARGV[1])
+if now == nil then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  serverNow = now
+end
+local idx = KEYS[1]
+redis.call('ZREMRANGEBYLEX', idx, '-', '(' .. string.format('%015.0f', now))
+local from = '-'
+if ARGV[2] ~= '' then from = '(' .. ARGV[2] end
+local page = redis.call('ZRANGEBYLEX', idx, from, '+', 'LIMIT', 0, tonumber(ARGV[3]))
+table.insert(page, 1, string.format('%.17g', serverNow))
+return page
+`;
+
+/**
  * Renews the leases this replica holds (every third of the lease length), so the slots
  * of a replica that died free themselves when its leases expire. A lease that already
  * expired (Redis unreachable for longer than a lease) is not re-added: its slot may have
@@ -495,8 +723,10 @@ return redis.call('ZCARD', KEYS[1])
 
 /** sha1 of each script (what EVALSHA sends); pinned so a stale edit is caught offline. */
 export const SCRIPT_SHA1 = Object.freeze({
-  decide: '28660b395c04fccb27e420b41a26c0b0dd1fb3d3',
+  decide: 'd6cea323273a566fe0b01bb8f124bffa743844b7',
   heartbeat: '56f1982dd4dd0c0603bab9afbcd52b25bd1db1e4',
-  settle: '74e2010d1f8a15f2ac956a74542659870b976b6b',
+  settle: 'c033e362b2815e31737c8c6c708881c79e73d537',
   renew: '774219d5e307ccfb77d529a5c899e0b4ae35fdf6',
+  admin: '2fb84c38759f98784353e8b29f589180f48b4ad5',
+  blocks: 'a30489f7113d0289c0035a2b18438c4f1b719656',
 });

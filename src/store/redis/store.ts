@@ -6,14 +6,16 @@ import type { Logger } from '../../observability/logger.js';
 import type { Metrics } from '../../observability/metrics.js';
 import type { CompiledLimit, CompiledRateLimit } from '../../policy/types.js';
 import { MemoryStore, outcome } from '../memory.js';
-import type { LimitCheck, LimitOutcome, RateLimitStore, StoreDecision, StoreHold } from '../types.js';
+import type { BlockPage, KeyState, LimitCheck, LimitOutcome, RateLimitStore, StoreAdmin, StoreDecision, StoreHold } from '../types.js';
 import { StoreUnavailableError } from '../types.js';
+import { RedisAdmin } from './admin.js';
 import { BlockCache } from './block-cache.js';
 import { CircuitBreaker, DEFAULT_BREAKER } from './breaker.js';
 import { createRedisClient, describeTarget } from './connection.js';
 import type { RedisClient } from './connection.js';
 import { HEARTBEAT_COMMAND, ReplicaHeartbeat } from './heartbeat.js';
-import { hashTag } from './keys.js';
+import { blockIndexKey, hashTag } from './keys.js';
+import { BlockInvalidation } from './invalidation.js';
 import { Settler } from './settler.js';
 import { DECIDE_LUA, HEARTBEAT_LUA, SCRIPT_SHA1 } from './scripts.js';
 
@@ -39,7 +41,7 @@ export interface RedisStoreOptions {
   heartbeatMs?: number;
 }
 
-export interface RedisStore extends RateLimitStore {
+export interface RedisStore extends RateLimitStore, StoreAdmin {
   readonly kind: 'redis';
   /** The breaker is open: decisions follow `onError` until a probe succeeds. */
   readonly degraded: boolean;
@@ -95,6 +97,15 @@ interface PendingDecision {
   reject: (error: unknown) => void;
 }
 
+/** A decision that may start a block carries its route's index of running blocks. */
+function indexed(checks: readonly LimitCheck[]): boolean {
+  for (let i = 0; i < checks.length; i++) {
+    const limit = checks[i].limit;
+    if (limit.type === 'rate' && limit.blockMs > 0) return true;
+  }
+  return false;
+}
+
 /** Keys of a check beyond its state key: sliding-log's block key, an escalating limit's strike key. */
 function extraKeys(check: LimitCheck): number {
   const limit = check.limit;
@@ -121,6 +132,11 @@ class RedisRateLimitStore implements RedisStore {
   readonly #metrics: Metrics | undefined;
   readonly #breaker: CircuitBreaker;
   readonly #blocks: BlockCache | undefined;
+  /** Hears of blocks changed through any replica's admin API (absent without a block cache). */
+  readonly #invalidation: BlockInvalidation | undefined;
+  readonly #admin: RedisAdmin;
+  /** Index key of running blocks per route id. */
+  readonly #indexKeys = new Map<string, string>();
   readonly #heartbeat: ReplicaHeartbeat;
   readonly #settler: Settler;
   readonly #leaseMs: number;
@@ -163,7 +179,8 @@ class RedisRateLimitStore implements RedisStore {
     this.#cluster = config.cluster !== undefined;
     const replicaId = options.replicaId ?? randomBytes(6).toString('base64url');
     this.#requestIdPrefix = replicaId + '.';
-    this.#blocks = options.blockCache === false ? undefined : new BlockCache(options.memoryFallback.maxBlocks);
+    // The cache starts suspended: it fills only once changes made elsewhere can be heard.
+    this.#blocks = options.blockCache === false ? undefined : new BlockCache(options.memoryFallback.maxBlocks, { suspended: true });
     this.#breaker = new CircuitBreaker({
       failures: options.breaker?.failures ?? DEFAULT_BREAKER.failures,
       coolDownMs: options.breaker?.coolDownMs ?? DEFAULT_BREAKER.coolDownMs,
@@ -174,6 +191,29 @@ class RedisRateLimitStore implements RedisStore {
 
     this.#client = createRedisClient(config);
     this.#client.defineCommand(HEARTBEAT_COMMAND, { numberOfKeys: 1, lua: HEARTBEAT_LUA });
+    const blocks = this.#blocks;
+    this.#invalidation =
+      blocks === undefined
+        ? undefined
+        : new BlockInvalidation({
+            client: this.#client,
+            channel: this.#prefix + 'admin:blocks',
+            logger: this.#logger,
+            onKeys: (keys, lifted) => {
+              for (const key of keys) blocks.delete(key, lifted);
+            },
+            onLive: () => blocks.resume(),
+            onDown: () => blocks.suspend(),
+          });
+    this.#admin = new RedisAdmin({
+      client: this.#client,
+      prefix: this.#prefix,
+      serverClock: this.#serverClock,
+      ttlSlack: this.#ttlSlack,
+      spec: (check, now) => this.#spec(check, now),
+      invalidate: (keys, lifted) => this.#invalidate(keys, lifted),
+      replicaId,
+    });
     this.#heartbeat = new ReplicaHeartbeat({
       client: this.#client,
       key: this.#prefix + 'replicas',
@@ -187,6 +227,7 @@ class RedisRateLimitStore implements RedisStore {
     let failing = false;
     this.#client.on('ready', () => {
       this.#logger.info({ store: 'redis', target }, connected ? 'redis reconnected' : 'redis connected');
+      this.#invalidation?.start();
       connected = true;
       failing = false;
       this.#breaker.probeNow();
@@ -224,7 +265,16 @@ class RedisRateLimitStore implements RedisStore {
    * after `timeoutMs`. Start-up waits on it briefly so the first requests after
    * "listening" are not decided by the fallback; an unreachable Redis only delays start.
    */
-  ready(timeoutMs: number): Promise<boolean> {
+  async ready(timeoutMs: number): Promise<boolean> {
+    const started = Date.now();
+    const ready = await this.#connected(timeoutMs);
+    // The block cache works once the replica hears of changes made elsewhere: wait for
+    // that too (within the same budget), but the store can decide either way.
+    if (ready) await this.#invalidation?.whenLive(Math.max(0, timeoutMs - (Date.now() - started)));
+    return ready;
+  }
+
+  #connected(timeoutMs: number): Promise<boolean> {
     if (this.#client.status === 'ready') return Promise.resolve(true);
     return new Promise((resolve) => {
       const onReady = (): void => {
@@ -395,9 +445,44 @@ class RedisRateLimitStore implements RedisStore {
     }
   }
 
+  inspect(checks: readonly LimitCheck[], now: number): Promise<KeyState[]> {
+    return this.#admin.inspect(checks, now);
+  }
+
+  block(checks: readonly LimitCheck[], now: number, ms: number, reason: string): Promise<KeyState[]> {
+    return this.#admin.block(checks, now, ms, reason);
+  }
+
+  unblock(checks: readonly LimitCheck[], now: number): Promise<boolean[]> {
+    return this.#admin.unblock(checks, now);
+  }
+
+  reset(checks: readonly LimitCheck[], now: number): Promise<boolean[]> {
+    return this.#admin.reset(checks, now);
+  }
+
+  listBlocks(limits: readonly CompiledRateLimit[], after: string | null, count: number, now: number): Promise<BlockPage> {
+    return this.#admin.listBlocks(limits, after, count, now);
+  }
+
+  shareTop(minute: number, snapshot: string): Promise<void> {
+    return this.#admin.shareTop(minute, snapshot);
+  }
+
+  sharedTop(minutes: readonly number[]): Promise<string[]> {
+    return this.#admin.sharedTop(minutes);
+  }
+
+  /** Drops the keys from this replica's block cache now and tells the others (pub/sub). */
+  async #invalidate(keys: readonly string[], lifted: boolean): Promise<void> {
+    for (const key of keys) this.#blocks?.delete(key, lifted);
+    await this.#invalidation?.publish(keys, lifted);
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#invalidation?.close();
     await this.#settler.close();
     await this.#heartbeat.stop();
     // A hung Redis may never answer QUIT: wait at most 1 s; disconnect stops the reconnect
@@ -431,6 +516,7 @@ class RedisRateLimitStore implements RedisStore {
     for (let d = 0; d < batch.length; d++) {
       const checks = batch[d].checks;
       for (let i = 0; i < checks.length; i++) keyCount += extraKeys(checks[i]);
+      if (indexed(checks)) keyCount++;
     }
     return keyCount;
   }
@@ -450,6 +536,7 @@ class RedisRateLimitStore implements RedisStore {
         if (limit.algorithm === 'sliding-log') args[a++] = key + ':b';
         if (limit.blocks !== null) args[a++] = key + ':s';
       }
+      if (indexed(checks)) args[a++] = this.#indexKey(checks[0].limit.routeId);
     }
     args[a++] = this.#ttlSlack;
     args[a++] = batchId;
@@ -458,10 +545,19 @@ class RedisRateLimitStore implements RedisStore {
       const { checks, now, shadow } = batch[d];
       args[a++] = serverClock ? '' : now;
       args[a++] = checks.length;
-      args[a++] = shadow ? 's' : '';
+      args[a++] = indexed(checks) ? (shadow ? 'si' : 'i') : shadow ? 's' : '';
       for (let i = 0; i < checks.length; i++) args[a++] = this.#spec(checks[i], now);
     }
     return args;
+  }
+
+  #indexKey(routeId: string): string {
+    let key = this.#indexKeys.get(routeId);
+    if (key === undefined) {
+      key = blockIndexKey(this.#prefix, routeId);
+      this.#indexKeys.set(routeId, key);
+    }
+    return key;
   }
 
   /**
@@ -527,6 +623,8 @@ class RedisRateLimitStore implements RedisStore {
     let allowed = true;
     let slotChecks = 0;
     let settling = false;
+    /** An operator's block refused: refused for real, even for shadow (no slots taken). */
+    let manual = false;
     for (let i = 0, b = start; i < n; i++, b += REPLY_STRIDE) {
       verdict.allowed = reply[b] === '1';
       verdict.remaining = +reply[b + 1];
@@ -535,7 +633,9 @@ class RedisRateLimitStore implements RedisStore {
       verdict.count = +reply[b + 4];
       let blockedUntil = +reply[b + 5];
       if (blockedUntil !== 0) blockedUntil += offset;
-      const result = outcome(checks[i].max, verdict, blockedUntil, reply[b + 6] === '1', now, +reply[b + 7]);
+      const byOperator = reply[b + 6] === '2';
+      if (byOperator) manual = true;
+      const result = outcome(checks[i].max, verdict, blockedUntil, reply[b + 6] === '1', now, +reply[b + 7], byOperator);
       if (blockedUntil !== 0) this.#blocks?.add(checks[i].key, result, now);
       if (!result.allowed) allowed = false;
       const limit = checks[i].limit;
@@ -543,7 +643,7 @@ class RedisRateLimitStore implements RedisStore {
       else if (limit.settles) settling = true;
       outcomes[i] = result;
     }
-    const takeSlots = slotChecks > 0 && (allowed || shadow);
+    const takeSlots = slotChecks > 0 && (allowed || (shadow && !manual));
     if (!takeSlots && !(settling && allowed)) return { allowed, outcomes };
     // The script took a lease for every concurrency check (member "<batch>:<decision>:<check>").
     const slots: boolean[] = new Array<boolean>(n).fill(false);
