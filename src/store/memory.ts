@@ -32,6 +32,18 @@ interface BlockRecord {
   reason: string;
 }
 
+/**
+ * A key's counter state in the counters LRU, with its own expiry (the LRU keeps no
+ * TTLs: one lookup per check, and no set for a key it already holds) and the key's block
+ * record while one is known (the same object the blocks LRU holds).
+ */
+interface Entry {
+  /** The algorithm's state; no history once `expiresAt` has passed. */
+  state: object | undefined;
+  expiresAt: number;
+  block: BlockRecord | null;
+}
+
 /** The window a rate check is decided in: its length and, for calendar periods, its start. */
 interface WindowAt {
   windowMs: number;
@@ -65,8 +77,10 @@ export function blockFor(limit: CompiledRateLimit, previous: { strike: number; f
 }
 
 /**
- * In-process store: algorithm states in a bounded LRU, blocks (and strikes) in a second
- * bounded LRU, held concurrency slots in a plain map. Decisions are synchronous, so
+ * In-process store: algorithm states in a bounded LRU (one lookup per check: a key's
+ * entry carries its state, its expiry and its block record), blocks (and strikes) in a
+ * second bounded LRU that a flood of new keys cannot evict (read only when a key has no
+ * entry), held concurrency slots in a plain map. Decisions are synchronous, so
  * check-all-then-count-all is atomic by construction.
  *
  * The decision procedure is shared with the Redis Lua script (store/redis/scripts.ts):
@@ -85,33 +99,38 @@ export function blockFor(limit: CompiledRateLimit, previous: { strike: number; f
  */
 export class MemoryStore implements RateLimitStore, StoreAdmin {
   readonly kind = 'memory' as const;
-  readonly #counters: LRUCache<string, object>;
+  readonly #counters: LRUCache<string, Entry>;
   readonly #blocks: LRUCache<string, BlockRecord>;
   /** Held slots per key; a key without slots has no entry. */
   readonly #slots = new Map<string, number>();
   readonly #clock: () => number;
   readonly #window: WindowAt = { windowMs: 0, start: undefined };
+  /** Per check of the decision being made, reused (decide is synchronous and not re-entered). */
+  readonly #verdicts: Verdict[] = [];
+  readonly #blockedUntil: number[] = [];
+  readonly #entries: (Entry | undefined)[] = [];
+  readonly #records: (BlockRecord | undefined)[] = [];
 
   constructor(options: MemoryStoreOptions) {
-    const perf = { now: options.clock };
     const onEvict = options.onEvict;
-    this.#clock = options.clock;
-    const counters: LRUCache<string, object> = new LRUCache<string, object>({
+    const clock = options.clock;
+    this.#clock = clock;
+    this.#counters = new LRUCache<string, Entry>({
       max: options.maxKeys,
-      perf,
-      ttlAutopurge: false,
-      ttlResolution: 0,
-      dispose: onEvict ? (_v, k, reason) => reason === 'evict' && counters.getRemainingTTL(k) > 0 && onEvict('counters') : undefined,
+      dispose: onEvict ? (entry, _k, reason) => reason === 'evict' && entry.expiresAt > clock() && onEvict('counters') : undefined,
     });
-    this.#counters = counters;
     this.#blocks = new LRUCache<string, BlockRecord>({
       max: options.maxBlocks,
-      perf,
+      perf: { now: clock },
       ttlAutopurge: false,
       ttlResolution: 0,
-      dispose: onEvict
-        ? (record, _k, reason) => reason === 'evict' && Math.max(record.until, record.forgetAt) > options.clock() && onEvict('blocks')
-        : undefined,
+      dispose: (record, key, reason) => {
+        if (reason !== 'evict') return;
+        // maxBlocks bounds the blocks that run: an evicted one ends on the key's entry too.
+        const entry = this.#counters.peek(key);
+        if (entry !== undefined && entry.block === record) entry.block = null;
+        if (onEvict !== undefined && Math.max(record.until, record.forgetAt) > clock()) onEvict('blocks');
+      },
     });
   }
 
@@ -127,8 +146,10 @@ export class MemoryStore implements RateLimitStore, StoreAdmin {
 
   decide(checks: readonly LimitCheck[], now: number, shadow = false): StoreDecision {
     const n = checks.length;
-    const verdicts: Verdict[] = new Array(n);
-    const blockedUntil: number[] = new Array(n);
+    const verdicts = this.#verdicts;
+    const blockedUntil = this.#blockedUntil;
+    const entries = this.#entries;
+    const records = this.#records;
     const window = this.#window;
     let allowed = true;
     let slotChecks = 0;
@@ -142,14 +163,21 @@ export class MemoryStore implements RateLimitStore, StoreAdmin {
       if (limit.type === 'concurrent') {
         slotChecks++;
         blockedUntil[i] = 0;
+        entries[i] = undefined;
+        records[i] = undefined;
         verdict = slotVerdict(this.#slots.get(check.key) ?? 0, check.max, now);
       } else {
-        const record = this.#blocks.get(check.key);
+        const entry = this.#counters.get(check.key);
+        // A key without an entry may still be blocked: its entry was evicted, the block was not.
+        const record = entry !== undefined ? (entry.block ?? undefined) : this.#blocks.size === 0 ? undefined : this.#blocks.get(check.key);
+        entries[i] = entry;
+        records[i] = record;
         const until = record === undefined ? 0 : record.until;
         blockedUntil[i] = until > now ? until : 0;
         if (blockedUntil[i] !== 0 && record!.manual) manual = true;
         windowAt(limit, now, window);
-        verdict = ALGORITHMS[limit.algorithm].peek(this.#counters.get(check.key), check.max, window.windowMs, now, limit.need, limit.take, window.start);
+        const state = entry !== undefined && entry.expiresAt > now ? entry.state : undefined;
+        verdict = ALGORITHMS[limit.algorithm].peek(state, check.max, window.windowMs, now, limit.need, limit.take, window.start);
         if (limit.settles) settling = true;
       }
       verdicts[i] = verdict;
@@ -170,19 +198,22 @@ export class MemoryStore implements RateLimitStore, StoreAdmin {
         }
         outcomes[i] = outcome(check.max, verdict, 0, false, now, 0);
       } else if (allowed) {
-        this.#consume(check, limit, now);
+        this.#consume(check, limit, entries[i], records[i], now);
         outcomes[i] = outcome(check.max, verdict, 0, false, now, 0);
       } else if (blockedUntil[i] === 0 && !verdict.allowed && limit.blockMs > 0) {
-        const block = blockFor(limit, this.#blocks.get(check.key), now);
+        const block = blockFor(limit, records[i], now);
         const until = now + block.ms;
         const forgetAt = limit.blocks === null ? until : until + limit.forgetAfterMs;
-        this.#blocks.set(check.key, { until, strike: block.strike, forgetAt, manual: false, reason: '' }, { ttl: forgetAt - now });
+        this.#setBlock(check.key, { until, strike: block.strike, forgetAt, manual: false, reason: '' }, entries[i], now);
         outcomes[i] = outcome(check.max, verdict, until, true, now, block.strike);
       } else {
-        const byOperator = manual && blockedUntil[i] !== 0 && this.#blocks.peek(check.key)?.manual === true;
+        const byOperator = manual && blockedUntil[i] !== 0 && records[i]?.manual === true;
         outcomes[i] = outcome(check.max, verdict, blockedUntil[i], false, now, 0, byOperator);
       }
     }
+    // Drop the references the scratch arrays hold: a decision keeps no state alive.
+    entries.fill(undefined, 0, n);
+    records.fill(undefined, 0, n);
     if (slots === undefined && !(settling && allowed)) return { allowed, outcomes };
     const hold: StoreHold = { checks, slots: slots ?? new Array<boolean>(n).fill(false), counted: allowed, at: now };
     return { allowed, outcomes, hold };
@@ -203,24 +234,54 @@ export class MemoryStore implements RateLimitStore, StoreAdmin {
     }
   }
 
+  /** A key's block record, in the blocks LRU (where a flood cannot evict it) and on its entry. */
+  #setBlock(key: string, record: BlockRecord, entry: Entry | undefined, now: number): void {
+    this.#blocks.set(key, record, { ttl: Math.max(1, Math.max(record.until, record.forgetAt) - now) });
+    if (entry !== undefined) entry.block = record;
+  }
+
   /** Adds `delta` units to what `check` took at `takenAt`, in the window it took them from. */
   #adjust(check: LimitCheck, limit: CompiledRateLimit, takenAt: number, delta: number): void {
     const algorithm = ALGORITHMS[limit.algorithm];
     if (algorithm.adjust === undefined) return;
     const now = this.#clock();
     const window = windowAt(limit, takenAt, this.#window);
-    const state = algorithm.adjust(this.#counters.get(check.key), check.max, window.windowMs, now, delta, takenAt, window.start);
+    const entry = this.#counters.get(check.key);
+    const current = entry !== undefined && entry.expiresAt > now ? entry.state : undefined;
+    const state = algorithm.adjust(current, check.max, window.windowMs, now, delta, takenAt, window.start);
     if (state === undefined) return;
     // The TTL of the window the units went to (the same length for all but calendar periods).
-    this.#counters.set(check.key, state, { ttl: algorithm.ttlMs(state, check.max, window.windowMs, now, window.start) });
+    this.#store(check.key, entry, state, now + algorithm.ttlMs(state, check.max, window.windowMs, now, window.start), null);
   }
 
-  #consume(check: LimitCheck, limit: CompiledRateLimit, now: number): void {
+  #consume(check: LimitCheck, limit: CompiledRateLimit, entry: Entry | undefined, record: BlockRecord | undefined, now: number): void {
     const algorithm = ALGORITHMS[limit.algorithm];
     const { max } = check;
     const window = windowAt(limit, now, this.#window);
-    const state = algorithm.consume(this.#counters.get(check.key), max, window.windowMs, now, limit.take, window.start);
-    this.#counters.set(check.key, state, { ttl: algorithm.ttlMs(state, max, window.windowMs, now, window.start) });
+    const current = entry !== undefined && entry.expiresAt > now ? entry.state : undefined;
+    const state = algorithm.consume(current, max, window.windowMs, now, limit.take, window.start);
+    this.#store(check.key, entry, state, now + algorithm.ttlMs(state, max, window.windowMs, now, window.start), record ?? null);
+  }
+
+  /** Writes a state into the key's entry (algorithms mutate states in place: a known key needs no set). */
+  #store(key: string, entry: Entry | undefined, state: object, expiresAt: number, block: BlockRecord | null): void {
+    if (entry === undefined) {
+      this.#counters.set(key, { state, expiresAt, block: block ?? this.#blocks.get(key) ?? null });
+      return;
+    }
+    entry.state = state;
+    entry.expiresAt = expiresAt;
+  }
+
+  /** The key's counter state as of `now` (undefined once expired), without touching recency. */
+  #stateOf(key: string, now: number): object | undefined {
+    const entry = this.#counters.peek(key);
+    return entry !== undefined && entry.expiresAt > now ? entry.state : undefined;
+  }
+
+  /** The key's block record: its entry's, else the blocks LRU's. */
+  #recordOf(key: string): BlockRecord | undefined {
+    return this.#counters.peek(key)?.block ?? this.#blocks.peek(key);
   }
 
   async inspect(checks: readonly LimitCheck[], now: number): Promise<KeyState[]> {
@@ -234,14 +295,14 @@ export class MemoryStore implements RateLimitStore, StoreAdmin {
       return { count: held, remaining: Math.max(0, check.max - held), resetAt: now, blockedUntil: 0, manual: false, reason: '', strikes: 0 };
     }
     const window = windowAt(limit, now, this.#window);
-    const verdict = inspectVerdict(limit, this.#counters.peek(check.key), check.max, window.windowMs, now, window.start);
-    return keyState(limit, verdict, this.#blocks.peek(check.key), now);
+    const verdict = inspectVerdict(limit, this.#stateOf(check.key, now), check.max, window.windowMs, now, window.start);
+    return keyState(limit, verdict, this.#recordOf(check.key), now);
   }
 
   async block(checks: readonly LimitCheck[], now: number, ms: number, reason: string): Promise<KeyState[]> {
     for (const check of checks) {
       if (check.limit.type !== 'rate') continue;
-      const previous = this.#blocks.peek(check.key);
+      const previous = this.#recordOf(check.key);
       const running = previous !== undefined && previous.until > now ? previous.until : 0;
       const until = Math.max(running, now + ms);
       // Strikes are the limit's own: a manual block keeps what it finds and adds none.
@@ -253,15 +314,17 @@ export class MemoryStore implements RateLimitStore, StoreAdmin {
         manual: true,
         reason,
       };
-      this.#blocks.set(check.key, record, { ttl: Math.max(record.until, record.forgetAt) - now });
+      this.#setBlock(check.key, record, this.#counters.peek(check.key), now);
     }
     return this.inspect(checks, now);
   }
 
   async unblock(checks: readonly LimitCheck[], now: number): Promise<boolean[]> {
     return checks.map((check) => {
-      const record = this.#blocks.peek(check.key);
+      const record = this.#recordOf(check.key);
       this.#blocks.delete(check.key);
+      const entry = this.#counters.peek(check.key);
+      if (entry !== undefined) entry.block = null;
       return record !== undefined && record.until > now;
     });
   }
@@ -269,8 +332,8 @@ export class MemoryStore implements RateLimitStore, StoreAdmin {
   async reset(checks: readonly LimitCheck[], now: number): Promise<boolean[]> {
     return checks.map((check) => {
       if (check.limit.type !== 'rate') return false;
-      const record = this.#blocks.peek(check.key);
-      const held = this.#counters.peek(check.key) !== undefined || (record !== undefined && Math.max(record.until, record.forgetAt) > now);
+      const record = this.#recordOf(check.key);
+      const held = this.#stateOf(check.key, now) !== undefined || (record !== undefined && Math.max(record.until, record.forgetAt) > now);
       this.#counters.delete(check.key);
       this.#blocks.delete(check.key);
       return held;
