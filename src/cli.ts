@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { ADMIN_COMMANDS, adminUsage, parseAdminCommand, runAdminCommand } from './admin/cli.js';
 import { ConfigLoadError, loadAndCompile, Tollgate } from './app.js';
+import { policyJsonSchemaText } from './config/json-schema.js';
 import { formatIssue } from './config/load.js';
 import { parseCommand, USAGE, UsageError, type ServeSettings } from './config/settings.js';
 import { createLogger } from './observability/logger.js';
@@ -120,6 +121,10 @@ async function main(): Promise<void> {
       return;
     case 'validate':
       process.exitCode = validate(command.file);
+      return;
+    case 'schema':
+      // schema/policies.schema.json, byte for byte (a test keeps the committed file equal to this).
+      process.stdout.write(policyJsonSchemaText());
       return;
     case 'serve':
       await serve(command.settings);
