@@ -9,9 +9,11 @@
  *   the input side of a transforming schema);
  * - `writtenAs` stands in for a schema that takes any value and checks it in a transform
  *   (`guards: off | {...}`): the JSON Schema shows the forms that may be written;
- * - a scalar with a type or rule (a number, boolean, enum, duration, size, URL, ...) also
- *   accepts a whole-value `${VAR}` / `${VAR:-default}` reference, which load.ts expands
- *   before validation (env.ts). Free text accepts one anyway.
+ * - a scalar with a type or rule also accepts what load.ts expands before validation
+ *   (env.ts): a number or boolean a whole-value `${VAR}` / `${VAR:-default}` reference
+ *   (re-typed once expanded), text with a rule (an enum, a duration, a size, a URL, ...)
+ *   any text holding a reference (`http://${HOST}:3000`), checked once expanded. Free
+ *   text accepts either anyway.
  *
  * Regenerate with `npm run gen:schema`; a test fails while the committed file is stale.
  */
@@ -20,13 +22,24 @@ import { keyDocs, policySchema, writtenAs } from './schema.js';
 
 type JsonSchema = Record<string, unknown>;
 
-/** A whole-value environment reference, as env.ts expands it. */
-export const ENV_REFERENCE_PATTERN = '^\\$\\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\\}$';
+/** One environment reference, as env.ts expands it: `${NAME}` or `${NAME:-default}`. */
+const REFERENCE = '\\$\\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\\}';
+/** A value that is one reference, nothing around it: re-typed once expanded (`limit: ${LIMIT}` is a number). */
+export const ENV_REFERENCE_PATTERN = `^${REFERENCE}$`;
+
 const ENV_REFERENCE_REF = '#/$defs/envReference';
-const ENV_REFERENCE: JsonSchema = {
-  description: 'An environment variable, expanded when the file is loaded: ${NAME}, or ${NAME:-default} when it is unset or empty.',
-  type: 'string',
-  pattern: ENV_REFERENCE_PATTERN,
+const ENV_TEXT_REF = '#/$defs/textWithEnvReference';
+const ENV_DEFS: JsonSchema = {
+  envReference: {
+    description: 'An environment variable, expanded when the file is loaded: ${NAME}, or ${NAME:-default} when it is unset or empty. Unquoted, the value is re-typed as YAML would (a number, true/false).',
+    type: 'string',
+    pattern: ENV_REFERENCE_PATTERN,
+  },
+  textWithEnvReference: {
+    description: 'Text with environment variables (${NAME}, ${NAME:-default}), checked once they are expanded when the file is loaded.',
+    type: 'string',
+    pattern: REFERENCE,
+  },
 };
 
 /** Members that describe a value rather than constrain it: they stay on a key when its rule is wrapped. */
@@ -55,7 +68,7 @@ const PARAMS: z.core.ToJSONSchemaParams = {
 export function policyJsonSchema(): JsonSchema {
   const generated = z.toJSONSchema(policySchema, PARAMS) as JsonSchema;
   const schema = ordered(withEnvReferences(generated, false)) as JsonSchema;
-  schema.$defs = { ...(schema.$defs as JsonSchema | undefined), envReference: ENV_REFERENCE };
+  schema.$defs = { ...(schema.$defs as JsonSchema | undefined), ...ENV_DEFS };
   return schema;
 }
 
@@ -73,24 +86,36 @@ function isObject(value: unknown): value is JsonSchema {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-/** A scalar that a plain `${VAR}` string would not already satisfy: typed other than text, or text with a rule. */
-function isRuledScalar(node: JsonSchema): boolean {
+/** A number or boolean: a whole-value reference stands for one. */
+function isTypedScalar(node: JsonSchema): boolean {
+  return node.type === 'number' || node.type === 'integer' || node.type === 'boolean';
+}
+
+/** Text with a rule (pattern, enum, ...): text holding a reference stands for it, to be checked once expanded. */
+function isRuledText(node: JsonSchema): boolean {
   const type = node.type;
-  if (type === 'number' || type === 'integer' || type === 'boolean') return true;
   const ruled = ['pattern', 'enum', 'const', 'format', 'anyOf', 'oneOf'].some((key) => key in node);
   return (type === 'string' || type === undefined) && ruled && !('properties' in node) && !('items' in node);
 }
 
-/** Free text: any string, so a `${VAR}` reference already passes. */
+/** Free text: any string, so a reference already passes. */
 function isFreeText(node: JsonSchema): boolean {
-  return node.type === 'string' && !isRuledScalar(node);
+  return node.type === 'string' && !isRuledText(node);
+}
+
+/** What stands for `nodes` (a scalar, or a union's branches) when written as a reference; undefined: none needed. */
+function referenceFor(nodes: readonly JsonSchema[]): string | undefined {
+  if (nodes.some(isFreeText)) return undefined;
+  if (nodes.some(isRuledText)) return ENV_TEXT_REF; // also covers a whole-value reference
+  return nodes.some(isTypedScalar) ? ENV_REFERENCE_REF : undefined;
 }
 
 /**
- * `node` with every ruled scalar also accepting a `${VAR}` reference: a typed node becomes
- * `{ annotations, anyOf: [its rule, envReference] }`; a union gets the reference as one
- * more branch (once, not per branch). `branch`: `node` is a branch of a union, which
- * takes the reference for it. Keys (`propertyNames`) are never expanded, so never changed.
+ * `node` with every typed or ruled scalar also accepting its reference form (see
+ * `referenceFor`): it becomes `{ annotations, anyOf: [its rule, reference] }`; a union
+ * gets the reference as one more branch (once, not per branch). `branch`: `node` is a
+ * branch of a union, which takes the reference for it. Keys (`propertyNames`) are never
+ * expanded, so never changed.
  */
 function withEnvReferences(node: JsonSchema, branch: boolean): JsonSchema {
   const out: JsonSchema = { ...node };
@@ -105,18 +130,19 @@ function withEnvReferences(node: JsonSchema, branch: boolean): JsonSchema {
   }
   const union = Array.isArray(out.anyOf) ? (out.anyOf as JsonSchema[]) : undefined;
   if (union !== undefined && !('type' in out)) {
-    // A union: one more branch, when a branch is a ruled scalar and none is free text.
-    if (union.some(isRuledScalar) && !union.some(isFreeText)) out.anyOf = [...union, { $ref: ENV_REFERENCE_REF }];
+    const reference = referenceFor(union);
+    if (reference !== undefined) out.anyOf = [...union, { $ref: reference }];
     return out;
   }
-  if (branch || !isRuledScalar(out)) return out;
+  const reference = branch ? undefined : referenceFor([out]);
+  if (reference === undefined) return out;
   const wrapped: JsonSchema = {};
   const rule: JsonSchema = {};
   for (const [key, value] of Object.entries(out)) {
     if ((ANNOTATIONS as readonly string[]).includes(key)) wrapped[key] = value;
     else rule[key] = value;
   }
-  wrapped.anyOf = [rule, { $ref: ENV_REFERENCE_REF }];
+  wrapped.anyOf = [rule, { $ref: reference }];
   return wrapped;
 }
 

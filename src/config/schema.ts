@@ -390,7 +390,7 @@ const publicKey = secretText.refine((value) => PEM_BLOCK.test(value), {
   error: 'must be a PEM public key (-----BEGIN PUBLIC KEY----- ... -----END PUBLIC KEY-----)',
 }).refine((value) => !/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(value), {
   error: 'holds a PRIVATE key; give the matching public key (never put private keys in the policy)',
-});
+}).meta(pattern(PEM_BLOCK));
 
 const jwtSchema = strictObject({
   secret: doc(secretText.optional(), 'HS256/384/512 shared secret (at least 32 random bytes), best from the environment. Give exactly one of secret, publicKey or jwksUrl.', {
@@ -925,7 +925,7 @@ const redisSchema = strictObject({
   }), // ms, already converted
 }).transform(
   ({ timeout, slotLease, ...redis }): RedisStoreConfig => compact({ ...redis, timeoutMs: timeout, slotLeaseMs: slotLease }),
-);
+).meta({ dependentRequired: { sentinels: ['name'], name: ['sentinels'] } });
 
 const storeSchema = strictObject({
   type: doc(z.enum(['memory', 'redis']).default('memory'), 'memory (default): counts in this process, each replica on its own. redis: shared by every replica.', {
