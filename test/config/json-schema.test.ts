@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { Ajv2020 } from 'ajv/dist/2020.js';
+import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 import { parse } from 'yaml';
 import { ENV_REFERENCE_PATTERN, policyJsonSchema, policyJsonSchemaText } from '../../src/config/json-schema.js';
 import { formatIssue, loadPolicyText } from '../../src/config/load.js';
@@ -28,9 +28,9 @@ function keysOf(node: unknown, path = ''): { path: string; schema: Node; parent:
   return found;
 }
 
-let compiled: ReturnType<Ajv2020['compile']> | undefined;
+let compiled: ValidateFunction | undefined;
 /** The schema compiled with ajv (strict, types too), once per file. */
-function validator(): ReturnType<Ajv2020['compile']> {
+function validator(): ValidateFunction {
   compiled ??= new Ajv2020({ allErrors: true, strictTypes: true }).compile(policyJsonSchema());
   return compiled;
 }
