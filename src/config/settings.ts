@@ -48,6 +48,8 @@ export const USAGE = `Usage:
                    [--keep-alive-timeout DUR] [--log-level LEVEL] [--admin-token-file FILE]
   tollgate validate FILE
   tollgate schema
+  tollgate explain [--config FILE] METHOD URL [--ip A] [--via-proxy A] [--header 'Name: value']...
+                   [--token JWT] [--websocket] [--admin URL] [--json]
   tollgate blocks  [--route R] [--json]
   tollgate block   --route R (--ip A | --user U | --header-value V) --for DUR [--reason TEXT] [--json]
   tollgate unblock --route R|'*' (--ip A | --user U | --header-value V) [--json]
@@ -148,7 +150,7 @@ export function parseCommand(argv: readonly string[], env: Record<string, string
     if (rest.length > 0) throw new UsageError(`schema: unexpected argument "${rest[0]}"`);
     return { command: 'schema' };
   }
-  if (name !== 'serve') throw new UsageError(`unknown command "${name}" (expected serve, validate, schema, blocks, block, unblock, reset, inspect or top)`);
+  if (name !== 'serve') throw new UsageError(`unknown command "${name}" (expected serve, validate, schema, explain, blocks, block, unblock, reset, inspect or top)`);
   if (rest.length > 0) throw new UsageError(`serve: unexpected argument "${rest[0]}"`);
 
   /** The value and where it came from, for error messages: `--flag`, the variable's name, or `default`. */
