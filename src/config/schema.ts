@@ -964,6 +964,14 @@ const pathsSchema = strictObject({
   }),
 });
 
+const responsesSchema = strictObject({
+  format: doc(
+    z.enum(['envelope', 'problem']).default('envelope'),
+    "The body of Tollgate's own answers (429, guard refusals, 502, 503, 504, 500): envelope (default: {success: false, error: {code, message, details}}) or problem (RFC 9457 application/problem+json). A client whose Accept prefers application/problem+json gets problem details either way.",
+    { examples: ['problem'] },
+  ),
+});
+
 /** The whole policy file, parsed into `PolicyConfig` with every default filled in. */
 export const policySchema = strictObject({
   upstream: doc(httpUrl('http://127.0.0.1:3000').optional(), 'Where allowed requests are forwarded (http:// or https://); `serve --upstream` overrides it.', {
@@ -990,6 +998,7 @@ export const policySchema = strictObject({
   }),
   log: doc(logSchema.prefault({}), 'Logging beyond refusals.', { examples: [{ access: false }] }),
   paths: doc(pathsSchema.prefault({}), 'Path hygiene: how escaped slashes in request paths are treated.', { examples: [{ escapedSlashes: 'reject' }] }),
+  responses: doc(responsesSchema.prefault({}), "How Tollgate's own error responses are written.", { examples: [{ format: 'problem' }] }),
 }).transform(
   ({ upstreamTimeout, ...policy }): PolicyConfig => compact({ ...policy, upstreamTimeoutMs: upstreamTimeout }),
 ).meta({

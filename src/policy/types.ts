@@ -195,6 +195,8 @@ export interface CompiledPolicy {
   readonly allow: AllowList;
   /** `paths.escapedSlashes: reject`: any `%2F`/`%5C` in a path is 400 INVALID_PATH. */
   readonly rejectEscapedSlashes: boolean;
+  /** `responses.format`: the body of Tollgate's own error responses (a client's Accept may ask for `problem`). */
+  readonly responseFormat: 'envelope' | 'problem';
   /** Client headers the upstream must not get, and the ones Tollgate sets instead. */
   readonly upstreamHeaders: UpstreamHeaders;
 }

@@ -344,6 +344,7 @@ test('the full fixture loads to the exact PolicyConfig, defaults included', () =
     },
     log: { access: true },
     paths: { escapedSlashes: 'decode' },
+    responses: { format: 'envelope' },
   };
   assert.deepStrictEqual(policy.config, expected);
   assert.deepEqual(policy.warnings, []);
@@ -362,6 +363,7 @@ test('a minimal policy gets every default from types.ts', () => {
     store: { type: 'memory', memory: { maxKeys: 1_000_000, maxBlocks: 100_000 } },
     log: { access: false },
     paths: { escapedSlashes: 'decode' },
+    responses: { format: 'envelope' },
   } satisfies PolicyConfig);
 });
 
