@@ -185,6 +185,7 @@ const FAILURES: Record<string, string[]> = {
   boolean_as_text: ['2:11 log.access: must be true or false, got "yes"'],
   size_without_unit: ['4:28 routes[0].guards.maxBodySize: a size needs a unit: write 1024b, 1024kb, ... (use 512b, 64kb, 1mb)'],
   route_without_match: ['2:5 routes[0].match: is required'],
+  responses_format_unknown: ['2:11 responses.format: must be one of envelope, problem, got "json"'],
   ipv6_prefix_not_a_number: [
     '2:15 clientIp.ipv6Prefix: must be an integer from 0 to 128, got "64" (quoted values are text: remove the quotes)',
   ],
@@ -344,7 +345,7 @@ test('the full fixture loads to the exact PolicyConfig, defaults included', () =
     },
     log: { access: true },
     paths: { escapedSlashes: 'decode' },
-    responses: { format: 'envelope' },
+    responses: { format: 'problem' },
   };
   assert.deepStrictEqual(policy.config, expected);
   assert.deepEqual(policy.warnings, []);

@@ -119,6 +119,7 @@ const CORPUS: Record<string, { verdict: Verdict; env?: Env }> = {
   redis_url_and_cluster: { verdict: 'contradiction' },
   redis_url_not_redis: { verdict: 'schema' },
   regex_does_not_compile: { verdict: 'syntax' },
+  responses_format_unknown: { verdict: 'schema' },
   route_without_match: { verdict: 'schema' },
   routes_not_a_list: { verdict: 'schema' },
   secret_in_wrong_type: { verdict: 'schema' },
