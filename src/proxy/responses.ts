@@ -18,8 +18,12 @@ export interface OwnResponse {
   message: string;
   /** The envelope's `error.details` (`requestId` included). */
   details: Record<string, unknown>;
-  /** Problem members beyond type, title, status, detail, requestId and retryAfter (`violated-policies`, `errors`). */
-  extensions?: Record<string, unknown>;
+  /**
+   * Problem members beyond type, title, status, detail, requestId and retryAfter
+   * (`violated-policies`, `errors`); built only for a problem body (a flood of 429s in the
+   * envelope format pays nothing for them).
+   */
+  extensions?: () => Record<string, unknown>;
 }
 
 /** `responses.format`: the body of Tollgate's own answers. */
@@ -76,7 +80,7 @@ export function render(response: OwnResponse, format: ResponseFormat): string {
     title: error.title ?? error.message,
     status: response.status,
     detail: response.message,
-    ...response.extensions,
+    ...response.extensions?.(),
     requestId: response.details.requestId,
     ...(retryAfter === undefined ? {} : { retryAfter: Number(retryAfter) }),
   });
@@ -103,7 +107,7 @@ export function rateLimitedResponse(route: CompiledRoute, report: RateReport, re
       route: route.id,
       requestId,
     },
-    extensions: { 'violated-policies': violatedPolicies(report) },
+    extensions: () => ({ 'violated-policies': violatedPolicies(report) }),
   };
 }
 
@@ -133,7 +137,7 @@ export function guardRefusedResponse(refusal: GuardRefusal, requestId: string, r
     code: refusal.code,
     message: ERRORS[refusal.code].message,
     details,
-    ...(refusal.details === undefined ? {} : { extensions: { ...refusal.details } }),
+    ...(refusal.details === undefined ? {} : { extensions: () => ({ ...refusal.details }) }),
   };
 }
 
