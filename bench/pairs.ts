@@ -5,11 +5,13 @@
  *
  *   node --import tsx bench/pairs.ts [--rounds 12] [--seconds 3] TARGET...
  *
- * TARGET is `memory`, `redis` or `guards` (memory store, the benched route with
- * securityHeaders strict, origins and cors), optionally `@DIST` for another build's dist/
- * directory (inside this checkout, so its imports resolve): `memory redis` (the default)
- * measures Redis / memory; `memory guards` what the guards cost; `redis@.bench/dist-before
- * redis` compares two builds on Redis.
+ * TARGET is `undici` (the bare passthrough), `memory`, `redis`, or a feature on the memory
+ * store (`guards`, `concurrent`, `count`, `cost`: see bench/policies.ts), a Tollgate target
+ * optionally `@DIST` for another build's dist/ directory (inside this checkout, so its
+ * imports resolve): `memory redis` (the default) measures Redis / memory; `undici memory`
+ * what Tollgate costs over the passthrough; `memory guards` what the guards cost;
+ * `redis@.bench/dist-before redis` compares two builds on Redis. Each target is compared
+ * with the first by req/s and by CPU per request, per round.
  * Same layout as bench/run.ts: load, upstream and Redis on CPU 0, Tollgate on CPU 1.
  */
 import { fileURLToPath } from 'node:url';
@@ -63,14 +65,23 @@ async function main(): Promise<void> {
   const targets: Target[] = [];
   for (const [index, spec] of targetSpecs().entries()) {
     const [kind, dist = 'dist'] = spec.split('@');
-    if (kind !== 'memory' && kind !== 'redis' && kind !== 'guards') throw new Error(`unknown target ${spec}: memory[@DIST], redis[@DIST] or guards[@DIST]`);
+    if (kind === 'undici') {
+      const server = await startServer(spec, PROXY_CPU, node, ['--import', 'tsx', fileURLToPath(new URL('./passthrough-undici.ts', import.meta.url)), upstreamUrl]);
+      servers.push(server);
+      targets.push({ label: spec, server });
+      continue;
+    }
+    const features = ['guards', 'concurrent', 'count', 'cost'];
+    if (kind !== 'memory' && kind !== 'redis' && !features.includes(kind)) {
+      throw new Error(`unknown target ${spec}: undici, memory[@DIST], redis[@DIST] or ${features.join('|')}[@DIST]`);
+    }
     if (kind === 'redis') redis ??= await startBenchRedis(LOAD_CPU);
     const policy =
       kind === 'memory'
         ? examplePolicy()
-        : kind === 'guards'
-          ? examplePolicy(undefined, { guards: true })
-          : examplePolicy({ url: redis!.url, prefix: `tollgate-pairs-${process.pid}-${index}:` });
+        : kind === 'redis'
+          ? examplePolicy({ url: redis!.url, prefix: `tollgate-pairs-${process.pid}-${index}:` })
+          : examplePolicy(undefined, { [kind]: true });
     const cli = `${root}${dist.replace(/\/$/, '')}/cli.js`;
     const args = [cli, 'serve', '--config', writePolicyFile(`pairs-${index}`, policy), '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--upstream', upstreamUrl];
     const server = await startServer(spec, PROXY_CPU, node, args, { LOG_LEVEL: 'info' });
@@ -82,6 +93,7 @@ async function main(): Promise<void> {
 
   for (const t of targets) await load(t, WARMUP_S);
   const rps = new Map<string, number[]>(targets.map((t) => [t.label, []]));
+  const cpus = new Map<string, number[]>(targets.map((t) => [t.label, []]));
   for (let round = 0; round < rounds; round++) {
     for (const t of rotate(targets, round)) {
       const cpuBefore = cpuTimeMs(t.server.pid) ?? Number.NaN;
@@ -90,14 +102,18 @@ async function main(): Promise<void> {
       const cpu = (((cpuTimeMs(t.server.pid) ?? Number.NaN) - cpuBefore) * 1000) / result.requests;
       const redisCpu = redis?.pid === undefined ? Number.NaN : (((cpuTimeMs(redis.pid) ?? Number.NaN) - redisBefore) * 1000) / result.requests;
       rps.get(t.label)!.push(result.rps);
+      cpus.get(t.label)!.push(cpu);
       const redisNote = t.label.startsWith('redis') ? `  redis ${redisCpu.toFixed(1)} µs/req` : '';
       console.log(`round ${String(round + 1).padStart(2)}  ${t.label.padEnd(28)} ${Math.round(result.rps).toString().padStart(6)} req/s  ${cpu.toFixed(1)} µs/req${redisNote}  errors ${result.errors}`);
     }
   }
   const base = rps.get(targets[0].label)!;
+  const baseCpu = cpus.get(targets[0].label)!;
   for (const t of targets.slice(1)) {
     const ratios = rps.get(t.label)!.map((x, i) => x / base[i]);
-    console.log(`${t.label} / ${targets[0].label}: median ${median(ratios).toFixed(2)}  pairs ${ratios.map((r) => r.toFixed(2)).join(' ')}`);
+    const cpuRatios = cpus.get(t.label)!.map((x, i) => x / baseCpu[i]);
+    console.log(`${t.label} / ${targets[0].label}: req/s median ${median(ratios).toFixed(2)}  pairs ${ratios.map((r) => r.toFixed(2)).join(' ')}`);
+    console.log(`${t.label} / ${targets[0].label}: CPU per request median ${median(cpuRatios).toFixed(2)}  pairs ${cpuRatios.map((r) => r.toFixed(2)).join(' ')}`);
   }
 }
 

@@ -60,8 +60,27 @@ const BENCH_GUARDS = `
         credentials: true
         maxAge: 10m`;
 
-/** The example policy with high limits; memory store, or Redis when given; optionally guards on the benched route. */
-export function examplePolicy(redis?: RedisBenchStore, options: { guards?: boolean } = {}): string {
+/**
+ * What a configuration adds to the benched route (the `features` phase measures each
+ * against the same policy without it):
+ * - `guards`: strict security headers, an origin allowlist and CORS;
+ * - `concurrent`: a concurrency limit per user (a slot taken and given back per request);
+ * - `count`: the per-user limit counts failed responses only (every 200 gives its reservation back);
+ * - `cost`: the per-user limit charges the upstream's `x-usage-tokens` (settled per request).
+ */
+export interface BenchFeatures {
+  guards?: boolean;
+  concurrent?: boolean;
+  count?: boolean;
+  cost?: boolean;
+}
+
+/** The response header the bench upstream reports a cost in (every response carries it). */
+export const COST_HEADER = 'x-usage-tokens';
+
+/** The example policy with high limits; memory store, or Redis when given; optionally features on the benched route. */
+export function examplePolicy(redis?: RedisBenchStore, options: BenchFeatures = {}): string {
+  const userExtras = `${options.count === true ? ', count: { status: [401, 403] }' : ''}${options.cost === true ? `, cost: { header: ${COST_HEADER}, default: 1 }` : ''}`;
   return `upstreamTimeout: 30s
 clientIp:
   trustedProxies: [127.0.0.1/32, ::1/128]
@@ -84,9 +103,10 @@ routes:
     match: { path: /api/livekit/token, methods: [POST] }
     message: Too many token requests; try again later.${options.guards === true ? BENCH_GUARDS : ''}
     limits:
-      - { by: user, limit: ${HIGH}, window: 1m, block: 5m, tiers: { pro: ${HIGH} } }
+      - { by: user, limit: ${HIGH}, window: 1m, block: 5m, tiers: { pro: ${HIGH} }${userExtras} }
       - { by: ip, limit: ${HIGH}, window: 1m, block: 5m }
-      - { by: ip, limit: ${HIGH}, window: 1m, for: anonymous }
+      - { by: ip, limit: ${HIGH}, window: 1m, for: anonymous }${options.concurrent === true ? `
+      - { by: user, concurrent: ${HIGH} }` : ''}
   - id: session-start
     match: { path: /api/session/start, methods: [POST] }
     limits:

@@ -1,5 +1,26 @@
 /** The bench's results: their shape (bench/results.json) and the printed table. */
 import type { Summary } from './stats.js';
+import type { WsBenchResult } from './ws.js';
+
+/** One configuration of the features phase, against its store's plain route (same process layout). */
+export interface FeatureRow {
+  id: string;
+  label: string;
+  rps: Summary;
+  cpuUsPerRequest: number;
+  othersCpu: number;
+  errors: number;
+  /** req/s of this variant / req/s of the plain route, per round (absent for the plain rows). */
+  vsPlain?: Summary;
+  /** CPU per request of this variant / the plain route's, per round. */
+  cpuVsPlain?: Summary;
+}
+
+/** What each feature may cost the benched route (req/s ratio to the same policy without it). */
+const FEATURE_TARGETS: Readonly<Record<string, number>> = {
+  'features-guards': 0.95,
+  'features-concurrent': 0.95,
+};
 
 export interface ThroughputRow {
   id: string;
@@ -34,8 +55,17 @@ export interface Results {
   machine: { cpu: string; cores: number; memoryGiB: number; node: string; loadTool: string; pinned: boolean };
   plan: Record<string, unknown>;
   throughput: ThroughputRow[];
-  /** guardsVsMemory: the benched route with securityHeaders strict, origins and cors over the same policy without guards. */
-  ratios: { tollgateVsPassthrough?: Summary; redisVsMemory?: Summary; guardsVsMemory?: Summary; undiciVsHttpProxy?: Summary };
+  /** The features phase: guards, concurrency, count, cost header (memory and Redis) beside the plain route. */
+  features?: FeatureRow[];
+  /** req/s ratios and (…Cpu) CPU-per-request ratios, paired per round. */
+  ratios: {
+    tollgateVsPassthrough?: Summary;
+    tollgateVsPassthroughCpu?: Summary;
+    redisVsMemory?: Summary;
+    redisVsMemoryCpu?: Summary;
+    undiciVsHttpProxy?: Summary;
+  };
+  websocket?: WsBenchResult;
   latency: {
     rate: number;
     connections: number;
@@ -90,11 +120,12 @@ export function printReport(r: Results): void {
   out.push(`("others CPU": share of the ${m.cores} CPUs used by processes outside the bench during the runs; above ~10% the machine is too busy for stable figures)`);
   if (busiest > 0.1) out.push(`WARNING: other processes used up to ${Math.round(busiest * 100)}% of the CPUs during these runs; re-run on a quieter machine before comparing`);
   out.push('');
-  const { tollgateVsPassthrough: tp, redisVsMemory: rm, guardsVsMemory: gm, undiciVsHttpProxy: uh } = r.ratios;
-  if (tp) out.push(`Tollgate / undici passthrough   ${spread(tp, f2).padEnd(22)} target >= 0.90  ${verdict(tp.median >= 0.9)}`);
-  if (gm) out.push(`guards / no guards (memory)     ${spread(gm, f2).padEnd(22)} target >= 0.95  ${verdict(gm.median >= 0.95)}  (securityHeaders strict + origins + cors)`);
-  if (rm) out.push(`Redis store / memory store      ${spread(rm, f2).padEnd(22)} target >= 0.85  ${verdict(rm.median >= 0.85)}`);
+  const { tollgateVsPassthrough: tp, tollgateVsPassthroughCpu: tpc, redisVsMemory: rm, redisVsMemoryCpu: rmc, undiciVsHttpProxy: uh } = r.ratios;
+  if (tpc) out.push(`Tollgate / undici, CPU per req  ${spread(tpc, f2).padEnd(22)} target <= 1.11  ${verdict(tpc.median <= 1.11)}  (the verdict where both saturate their core)`);
+  if (tp) out.push(`Tollgate / undici passthrough   ${spread(tp, f2).padEnd(22)} target >= 0.90  ${verdict(tp.median >= 0.9)}  (req/s)`);
+  if (rm) out.push(`Redis store / memory store      ${spread(rm, f2).padEnd(22)} target >= 0.85  ${verdict(rm.median >= 0.85)}  (req/s)`);
   else out.push('Redis store / memory store      not measured (see notes)');
+  if (rmc) out.push(`Redis / memory, CPU per req     ${spread(rmc, f2)}`);
   const redisRow = r.throughput.find((row) => row.id === 'tollgate-redis');
   if (redisRow?.redisScriptsPerRequest !== undefined) {
     out.push(`Redis scripts per request       ${f2(redisRow.redisScriptsPerRequest).padEnd(22)} target <= 1     ${verdict(redisRow.redisScriptsPerRequest <= 1.01)}  (micro-batched)`);
@@ -102,6 +133,27 @@ export function printReport(r: Results): void {
   }
   if (uh) out.push(`undici / http-proxy passthrough ${spread(uh, f2)}`);
   out.push('');
+  if (r.features !== undefined) {
+    out.push(`Features on the benched route (${String(r.plan.featureDurationS)} s x ${String(r.plan.featureRounds)} rounds): each against the same policy without it`);
+    out.push(`${'configuration'.padEnd(28)}${'req/s'.padEnd(20)}${'x plain'.padEnd(20)}${'CPU us/req'.padEnd(12)}${'CPU x plain'.padEnd(20)}errors`);
+    for (const row of r.features) {
+      const target = FEATURE_TARGETS[row.id];
+      const ratio = row.vsPlain === undefined ? '-' : spread(row.vsPlain, f2);
+      const judged = target === undefined || row.vsPlain === undefined ? '' : `  target >= ${target.toFixed(2)} ${verdict(row.vsPlain.median >= target)}`;
+      out.push(
+        `${row.label.padEnd(28)}${spread(row.rps, k).padEnd(20)}${ratio.padEnd(20)}${row.cpuUsPerRequest.toFixed(1).padEnd(12)}${(row.cpuVsPlain === undefined ? '-' : spread(row.cpuVsPlain, f2)).padEnd(20)}${row.errors}${judged}`,
+      );
+    }
+    out.push('');
+  }
+  const ws = r.websocket;
+  if (ws !== undefined) {
+    out.push(`WebSocket messages (${ws.connections} connections x ${ws.window} in flight, ${ws.payloadBytes}-byte messages, echo upstream)`);
+    out.push(`  raw tunnel      ${spread(ws.raw, k)} msg/s, CPU ${ws.cpuUsPerMessage.raw.median.toFixed(1)} us/msg, proxy busy ${Math.round(ws.proxyBusy.raw.median * 100)}%`);
+    out.push(`  session: route  ${spread(ws.session, k)} msg/s, CPU ${ws.cpuUsPerMessage.session.median.toFixed(1)} us/msg, proxy busy ${Math.round(ws.proxyBusy.session.median * 100)}%`);
+    out.push(`  session / raw   ${spread(ws.ratio, f2).padEnd(22)} target >= 0.80  ${verdict(ws.ratio.median >= 0.8)}`);
+    out.push('');
+  }
   const l = r.latency;
   out.push(`Latency at ~${l.rate} req/s (${l.connections} connections, random pacing, ${l.durationS} s x ${l.rounds}, median of rounds)`);
   for (const row of l.rows) {

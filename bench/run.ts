@@ -15,7 +15,8 @@ import { existsSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { runLoad, loadTool, type LoadResult } from './load.js';
-import { BENCH_REQUEST, PER_IP_PATH, examplePolicy, perIpPolicy, writePolicyFile } from './policies.js';
+import { BENCH_REQUEST, PER_IP_PATH, examplePolicy, perIpPolicy, writePolicyFile, type BenchFeatures } from './policies.js';
+import { runWsBench, type WsBenchResult } from './ws.js';
 import { canPin, pinned, rssBytes, run, startServer, type Server } from './processes.js';
 import { OWN_READS_PER_SNAPSHOT, startBenchRedis, type BenchRedis } from './redis.js';
 import { printReport, type Results, type ThroughputRow } from './report.js';
@@ -23,11 +24,17 @@ import { benchCpuMs, cpuTimeMs, machineBusyMs, median, rotate, summarize } from 
 
 const LOAD_CPU = 0;
 const PROXY_CPU = 1;
-const HARD_LIMIT_MS = 210_000; // the whole bench must stop by itself within 3.5 minutes
+const HARD_LIMIT_MS = 300_000; // the whole bench must stop by itself within 5 minutes
 
 interface Plan {
   /** Throughput rounds: every configuration once per round; ratios are paired per round. */
   rounds: number;
+  /** Rounds and seconds of the features phase (each feature against the same policy without it). */
+  featureRounds: number;
+  featureDurationS: number;
+  /** The WebSocket session-vs-raw run (bench/ws.ts). */
+  wsRounds: number;
+  wsDurationS: number;
   latencyRounds: number;
   durationS: number;
   warmupS: number;
@@ -41,8 +48,34 @@ interface Plan {
   storeClients: number;
 }
 
-const FULL: Plan = { rounds: 5, latencyRounds: 3, durationS: 3, warmupS: 2, latencyS: 3, memoryClients: 200_000, memoryPhaseS: 16, storeClients: 200_000 };
-const QUICK: Plan = { rounds: 1, latencyRounds: 1, durationS: 2, warmupS: 1, latencyS: 2, memoryClients: 20_000, memoryPhaseS: 3, storeClients: 50_000 };
+const FULL: Plan = {
+  rounds: 5,
+  featureRounds: 3,
+  featureDurationS: 2,
+  wsRounds: 3,
+  wsDurationS: 2,
+  latencyRounds: 3,
+  durationS: 2.5,
+  warmupS: 1.5,
+  latencyS: 2,
+  memoryClients: 200_000,
+  memoryPhaseS: 16,
+  storeClients: 200_000,
+};
+const QUICK: Plan = {
+  rounds: 1,
+  featureRounds: 1,
+  featureDurationS: 1,
+  wsRounds: 1,
+  wsDurationS: 1,
+  latencyRounds: 1,
+  durationS: 2,
+  warmupS: 1,
+  latencyS: 2,
+  memoryClients: 20_000,
+  memoryPhaseS: 3,
+  storeClients: 50_000,
+};
 const CONNECTIONS = 50;
 const LATENCY_CONNECTIONS = 16;
 const LATENCY_RATE = 1000; // req/s
@@ -136,7 +169,7 @@ async function measure(target: Target, durationS: number): Promise<Sample> {
 }
 
 /** Rounds over every target in a rotating order, after one unrecorded warm-up each. */
-async function throughput(targets: Target[], plan: Plan): Promise<Map<string, Sample[]>> {
+async function throughput(targets: Target[], plan: { rounds: number; durationS: number; warmupS: number }): Promise<Map<string, Sample[]>> {
   for (const target of targets) await load(target, plan.warmupS);
   const samples = new Map<string, Sample[]>(targets.map((t) => [t.id, []]));
   for (let round = 0; round < plan.rounds; round++) {
@@ -245,6 +278,24 @@ async function storeOnly(plan: Plan): Promise<Results['storeOnly']> {
   return JSON.parse(out.trim().split('\n').pop()!) as Results['storeOnly'];
 }
 
+/** Each feature variant against its store's plain route, paired per round (req/s and CPU per request). */
+function featureRows(targets: Target[], samples: Map<string, Sample[]>): NonNullable<Results['features']> {
+  return targets.map((t) => {
+    const base = t.redis === undefined ? 'features-memory' : 'features-redis';
+    const s = samples.get(t.id)!;
+    return {
+      id: t.id,
+      label: t.label,
+      rps: summarize(s.map((x) => x.rps)),
+      cpuUsPerRequest: median(s.map((x) => x.cpuUsPerRequest)),
+      othersCpu: median(s.map((x) => x.othersCpu)),
+      errors: s.reduce((sum, x) => sum + x.errors, 0),
+      vsPlain: t.id === base ? undefined : pairedRatio(samples, t.id, base),
+      cpuVsPlain: t.id === base ? undefined : pairedCpuRatio(samples, t.id, base),
+    };
+  });
+}
+
 function rowsOf(targets: Target[], samples: Map<string, Sample[]>, directId: string): ThroughputRow[] {
   const directRps = samples.get(directId)!.map((s) => s.rps);
   return targets.map((t) => {
@@ -264,13 +315,44 @@ function rowsOf(targets: Target[], samples: Map<string, Sample[]>, directId: str
   });
 }
 
-/** Ratio a/b per round (both measured in the same round), summarised over rounds. */
+/** Ratio a/b of req/s per round (both measured in the same round), summarised over rounds. */
 function pairedRatio(samples: Map<string, Sample[]>, a: string, b: string) {
   const x = samples.get(a);
   const y = samples.get(b);
   if (x === undefined || y === undefined) return undefined;
   return summarize(x.map((s, i) => s.rps / y[i].rps));
 }
+
+/**
+ * Ratio a/b of CPU per request per round: what `a` costs per request relative to `b`
+ * (1.11 = 11% more). The verdict where both saturate their core: req/s then also carries
+ * the load generator's and the host's swings, CPU per request does not.
+ */
+function pairedCpuRatio(samples: Map<string, Sample[]>, a: string, b: string) {
+  const x = samples.get(a);
+  const y = samples.get(b);
+  if (x === undefined || y === undefined) return undefined;
+  return summarize(x.map((s, i) => s.cpuUsPerRequest / y[i].cpuUsPerRequest));
+}
+
+/** A Tollgate configuration of the features phase: a policy variant on the memory or the Redis store. */
+interface Variant {
+  id: string;
+  label: string;
+  features: BenchFeatures;
+  redis: boolean;
+}
+
+const VARIANTS: readonly Variant[] = [
+  { id: 'features-memory', label: 'memory, plain route', features: {}, redis: false },
+  { id: 'features-guards', label: 'memory + guards', features: { guards: true }, redis: false },
+  { id: 'features-concurrent', label: 'memory + concurrent', features: { concurrent: true }, redis: false },
+  { id: 'features-count', label: 'memory + count', features: { count: true }, redis: false },
+  { id: 'features-cost', label: 'memory + cost header', features: { cost: true }, redis: false },
+  { id: 'features-redis', label: 'Redis, plain route', features: {}, redis: true },
+  { id: 'features-redis-count', label: 'Redis + count', features: { count: true }, redis: true },
+  { id: 'features-redis-cost', label: 'Redis + cost header', features: { cost: true }, redis: true },
+];
 
 async function main(): Promise<void> {
   const plan = process.argv.includes('--quick') ? QUICK : FULL;
@@ -286,19 +368,17 @@ async function main(): Promise<void> {
   const undici = await start('undici passthrough', PROXY_CPU, [...tsx, here('./passthrough-undici.ts'), upstreamUrl]);
   const httpProxy = await start('http-proxy passthrough', PROXY_CPU, [...tsx, here('./passthrough-http-proxy.ts'), upstreamUrl]);
   const memory = await start('tollgate (memory)', PROXY_CPU, tollgateArgs(writePolicyFile('memory', examplePolicy()), upstreamUrl), TOLLGATE_ENV);
-  const guarded = await start('tollgate (memory, guards)', PROXY_CPU, tollgateArgs(writePolicyFile('guards', examplePolicy(undefined, { guards: true })), upstreamUrl), TOLLGATE_ENV);
   const targets: Target[] = [
     { id: 'direct', label: 'direct to upstream', url: upstreamUrl, pid: upstream.pid },
     { id: 'undici', label: 'undici Pool.stream passthrough', url: `http://127.0.0.1:${undici.port}`, pid: undici.pid },
     { id: 'http-proxy', label: 'http-proxy passthrough (keep-alive)', url: `http://127.0.0.1:${httpProxy.port}`, pid: httpProxy.pid },
     { id: 'tollgate-memory', label: 'Tollgate, memory store', url: `http://127.0.0.1:${memory.port}`, pid: memory.pid },
-    { id: 'tollgate-guards', label: 'Tollgate, memory, guards', url: `http://127.0.0.1:${guarded.port}`, pid: guarded.pid },
   ];
 
+  const prefix = `tollgate-bench-${process.pid}-${Date.now()}:`;
   try {
     benchRedis = await startBenchRedis(LOAD_CPU);
     if (!benchRedis.own) notes.push('redis-server not on PATH: used the shared Redis at 127.0.0.1:6379; its command counts include other clients');
-    const prefix = `tollgate-bench-${process.pid}-${Date.now()}:`;
     const config = writePolicyFile('redis', examplePolicy({ url: benchRedis.url, prefix }));
     const redisTollgate = await start('tollgate (redis)', PROXY_CPU, tollgateArgs(config, upstreamUrl), TOLLGATE_ENV);
     targets.push({ id: 'tollgate-redis', label: 'Tollgate, Redis store', url: `http://127.0.0.1:${redisTollgate.port}`, pid: redisTollgate.pid, redis: benchRedis });
@@ -313,7 +393,25 @@ async function main(): Promise<void> {
     targets.filter((t) => t.id === 'direct' || t.id === 'undici' || t.id === 'tollgate-memory'),
     plan,
   );
+  // Features: each variant of the benched route against the same policy without it, in
+  // its own interleaved rounds (the baselines' processes stay idle meanwhile).
+  const featureTargets: Target[] = [];
+  for (const variant of VARIANTS) {
+    if (variant.redis && benchRedis === undefined) continue;
+    const policy = examplePolicy(variant.redis && benchRedis !== undefined ? { url: benchRedis.url, prefix: `${prefix}${variant.id}:` } : undefined, variant.features);
+    const server = await start(`tollgate (${variant.label})`, PROXY_CPU, tollgateArgs(writePolicyFile(variant.id, policy), upstreamUrl), TOLLGATE_ENV);
+    featureTargets.push({ id: variant.id, label: variant.label, url: `http://127.0.0.1:${server.port}`, pid: server.pid, ...(variant.redis && { redis: benchRedis }) });
+  }
+  console.error(`features: ${plan.featureRounds} round(s) of ${plan.featureDurationS} s per configuration`);
+  const featureSamples = await throughput(featureTargets, { rounds: plan.featureRounds, durationS: plan.featureDurationS, warmupS: 1 });
   await stopAll();
+  console.error('websocket: session route vs raw tunnel');
+  let ws: WsBenchResult | undefined;
+  try {
+    ws = await runWsBench({ rounds: plan.wsRounds, durationS: plan.wsDurationS, warmupS: 1, cli });
+  } catch (error) {
+    notes.push(`WebSocket bench failed: ${(error as Error).message.split('\n')[0]}`);
+  }
   // The memory run needs only an upstream; the proxies above are stopped to free CPU 1.
   const memUpstream = await start('upstream (memory run)', LOAD_CPU, [...tsx, here('./upstream.ts')]);
   const mem = await memoryPerClient(`http://127.0.0.1:${memUpstream.port}`, plan, median(samples.get('tollgate-memory')!.map((x) => x.rps)));
@@ -341,12 +439,15 @@ async function main(): Promise<void> {
     },
     plan: { ...plan, connections: CONNECTIONS, request: `${BENCH_REQUEST.method} ${BENCH_REQUEST.path}`, tollgate: cli },
     throughput: rows,
+    features: featureTargets.length === 0 ? undefined : featureRows(featureTargets, featureSamples),
     ratios: {
       tollgateVsPassthrough: pairedRatio(samples, 'tollgate-memory', 'undici'),
+      tollgateVsPassthroughCpu: pairedCpuRatio(samples, 'tollgate-memory', 'undici'),
       redisVsMemory: pairedRatio(samples, 'tollgate-redis', 'tollgate-memory'),
-      guardsVsMemory: pairedRatio(samples, 'tollgate-guards', 'tollgate-memory'),
+      redisVsMemoryCpu: pairedCpuRatio(samples, 'tollgate-redis', 'tollgate-memory'),
       undiciVsHttpProxy: pairedRatio(samples, 'undici', 'http-proxy'),
     },
+    websocket: ws,
     latency: lat,
     memory: mem,
     storeOnly: store,

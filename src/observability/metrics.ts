@@ -1,4 +1,5 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { CounterCell, flushCounter, HotHistogram, type HistogramCell } from './hot-metrics.js';
 
 /**
  * Every metric Tollgate exports, declared in one place. Names and labels are a
@@ -12,8 +13,8 @@ export interface Metrics {
   readonly guardRefusals: Counter<'route' | 'guard'>;
   readonly costHeaderInvalid: Counter<'route'>;
   readonly nearLimit: Counter<'route' | 'limit_by'>;
-  readonly decisionDuration: Histogram<'store'>;
-  readonly upstreamDuration: Histogram<'route' | 'status_class'>;
+  readonly decisionDuration: HotHistogram;
+  readonly upstreamDuration: HotHistogram;
   readonly storeErrors: Counter<'store'>;
   readonly storeDegraded: Gauge;
   readonly storeEvictions: Counter;
@@ -28,27 +29,22 @@ export interface Metrics {
   readonly websocketSessions: Gauge<'route'>;
   /** Closed WebSocket tunnels by route and reason (see CloseReason in src/sessions/types.ts). */
   readonly websocketClosed: Counter<'route' | 'reason'>;
-  readonly websocketSessionDuration: Histogram<'route'>;
+  readonly websocketSessionDuration: HotHistogram;
   /** Changes made through the admin API: block, unblock, reset. */
   readonly adminActions: Counter<'action'>;
   /** Cached labelled children for the per-request metrics. */
   readonly hot: HotMetrics;
 }
 
-interface CounterChild {
-  inc(): void;
-}
-interface HistogramChild {
-  observe(value: number): void;
-}
-
 /**
- * Labelled children of one metric, cached by their two label values in nested maps: no
- * key string or closure is built per call (the second value is '' for one label).
+ * Cells of one metric, kept by their two label values in nested maps: no key string or
+ * closure is built per call (the second value is '' for one label). `all` lists them for
+ * the scrape.
  */
-class ChildCache<C> {
+class CellCache<C> {
   readonly #byFirst = new Map<string, Map<string, C>>();
   readonly #make: (first: string, second: string) => C;
+  readonly all: C[] = [];
 
   constructor(make: (first: string, second: string) => C) {
     this.#make = make;
@@ -60,47 +56,43 @@ class ChildCache<C> {
       inner = new Map();
       this.#byFirst.set(first, inner);
     }
-    let child = inner.get(second);
-    if (child === undefined) {
-      child = this.#make(first, second);
-      inner.set(second, child);
+    let cell = inner.get(second);
+    if (cell === undefined) {
+      cell = this.#make(first, second);
+      inner.set(second, cell);
+      this.all.push(cell);
     }
-    return child;
+    return cell;
   }
 }
 
 /**
- * The per-request metric calls, with labelled children cached by their label values:
- * prom-client otherwise hashes the label object on every call (~µs each, several per
- * request). Label values are route ids, decisions and `by` values: bounded by the policy.
+ * The per-request metric calls. Each adds to a plain cell (./hot-metrics.ts); the
+ * counters' `collect` and the hot histograms hand the cells to prom-client at scrape
+ * time, so a request pays no label hashing. Label values are route ids, decisions and
+ * `by` values: bounded by the policy.
  */
 export class HotMetrics {
   /** Requests and tunnels in flight; read by the gauge at scrape time (no prom-client call per request). */
   inflight = 0;
   /** Concurrency slots this replica holds, per route; read by the gauge at scrape time. */
   readonly slotsByRoute = new Map<string, number>();
-  readonly #requests: ChildCache<CounterChild>;
-  readonly #nearLimit: ChildCache<CounterChild>;
-  readonly #limitExceeded: ChildCache<CounterChild>;
+  readonly requests = new CellCache((route, decision) => new CounterCell({ route, decision }));
+  readonly nearLimits = new CellCache((route, by) => new CounterCell({ route, limit_by: by }));
+  readonly limitsExceeded = new CellCache((route, by) => new CounterCell({ route, limit_by: by }));
   /** By route, then `by` and level (blocks start rarely: the joined key is built only then). */
-  readonly #blocksStarted: ChildCache<CounterChild>;
-  readonly #guardRefusals: ChildCache<CounterChild>;
-  readonly #costHeaderInvalid: ChildCache<CounterChild>;
-  readonly #decisionDuration: ChildCache<HistogramChild>;
-  readonly #upstreamDuration: ChildCache<HistogramChild>;
+  readonly blocksStarted = new CellCache((route, byLevel) => {
+    const split = byLevel.lastIndexOf(' ');
+    return new CounterCell({ route, limit_by: byLevel.slice(0, split), level: byLevel.slice(split + 1) });
+  });
+  readonly guardRefusals = new CellCache((route, guard) => new CounterCell({ route, guard }));
+  readonly costHeadersInvalid = new CellCache((route) => new CounterCell({ route }));
+  readonly #decisionDuration: CellCache<HistogramCell>;
+  readonly #upstreamDuration: CellCache<HistogramCell>;
 
-  constructor(m: Omit<Metrics, 'hot' | 'registry'>) {
-    this.#requests = new ChildCache((route, decision) => m.requests.labels({ route, decision }));
-    this.#nearLimit = new ChildCache((route, by) => m.nearLimit.labels({ route, limit_by: by }));
-    this.#limitExceeded = new ChildCache((route, by) => m.limitExceeded.labels({ route, limit_by: by }));
-    this.#blocksStarted = new ChildCache((route, byLevel) => {
-      const split = byLevel.lastIndexOf(' ');
-      return m.blocksStarted.labels({ route, limit_by: byLevel.slice(0, split), level: byLevel.slice(split + 1) });
-    });
-    this.#guardRefusals = new ChildCache((route, guard) => m.guardRefusals.labels({ route, guard }));
-    this.#costHeaderInvalid = new ChildCache((route) => m.costHeaderInvalid.labels({ route }));
-    this.#decisionDuration = new ChildCache((store) => m.decisionDuration.labels({ store }));
-    this.#upstreamDuration = new ChildCache((route, statusClass) => m.upstreamDuration.labels({ route, status_class: statusClass }));
+  constructor(decisionDuration: HotHistogram, upstreamDuration: HotHistogram) {
+    this.#decisionDuration = new CellCache((store) => decisionDuration.cell({ store }));
+    this.#upstreamDuration = new CellCache((route, statusClass) => upstreamDuration.cell({ route, status_class: statusClass }));
   }
 
   /** Slots taken (+) or given back (-) on `route`. */
@@ -109,28 +101,28 @@ export class HotMetrics {
   }
 
   request(route: string, decision: Decision): void {
-    this.#requests.get(route, decision).inc();
+    this.requests.get(route, decision).pending++;
   }
 
   nearLimit(route: string, limitBy: string): void {
-    this.#nearLimit.get(route, limitBy).inc();
+    this.nearLimits.get(route, limitBy).pending++;
   }
 
   limitExceeded(route: string, limitBy: string): void {
-    this.#limitExceeded.get(route, limitBy).inc();
+    this.limitsExceeded.get(route, limitBy).pending++;
   }
 
   /** A block started; `level` = min(strike, blocks in the list), 1 for a single block duration. */
   blockStarted(route: string, limitBy: string, level: number): void {
-    this.#blocksStarted.get(route, `${limitBy} ${level}`).inc();
+    this.blocksStarted.get(route, `${limitBy} ${level}`).pending++;
   }
 
   invalidCost(route: string): void {
-    this.#costHeaderInvalid.get(route, '').inc();
+    this.costHeadersInvalid.get(route, '').pending++;
   }
 
   guardRefused(route: string, guard: string): void {
-    this.#guardRefusals.get(route, guard).inc();
+    this.guardRefusals.get(route, guard).pending++;
   }
 
   decision(store: string, seconds: number): void {
@@ -160,45 +152,63 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       help: 'Requests by route and rate-limit decision.',
       labelNames: ['route', 'decision'],
       registers,
+      collect() {
+        if (hot !== undefined) flushCounter(this, hot.requests.all);
+      },
     }),
     limitExceeded: new Counter({
       name: 'tollgate_limit_exceeded_total',
       help: 'Requests refused (or shadow-refused) by each limit.',
       labelNames: ['route', 'limit_by'],
       registers,
+      collect() {
+        if (hot !== undefined) flushCounter(this, hot.limitsExceeded.all);
+      },
     }),
     blocksStarted: new Counter({
       name: 'tollgate_blocks_started_total',
       help: 'Blocks started after a limit was exceeded, by escalation level (1 to the length of the block list).',
       labelNames: ['route', 'limit_by', 'level'],
       registers,
+      collect() {
+        if (hot !== undefined) flushCounter(this, hot.blocksStarted.all);
+      },
     }),
     costHeaderInvalid: new Counter({
       name: 'tollgate_cost_header_invalid_total',
       help: "Upstream cost headers that were malformed or repeated (the request's reservation was charged).",
       labelNames: ['route'],
       registers,
+      collect() {
+        if (hot !== undefined) flushCounter(this, hot.costHeadersInvalid.all);
+      },
     }),
     guardRefusals: new Counter({
       name: 'tollgate_guard_refusals_total',
       help: 'Requests refused by a guard (methods, origins, cors, maxBodySize, contentTypes, body, csrf, auth; path for INVALID_PATH).',
       labelNames: ['route', 'guard'],
       registers,
+      collect() {
+        if (hot !== undefined) flushCounter(this, hot.guardRefusals.all);
+      },
     }),
     nearLimit: new Counter({
       name: 'tollgate_near_limit_total',
       help: 'Requests allowed with less than 20% of the quota left.',
       labelNames: ['route', 'limit_by'],
       registers,
+      collect() {
+        if (hot !== undefined) flushCounter(this, hot.nearLimits.all);
+      },
     }),
-    decisionDuration: new Histogram({
+    decisionDuration: new HotHistogram({
       name: 'tollgate_decision_duration_seconds',
       help: 'Time to reach a rate-limit decision (identity, store round trip).',
       labelNames: ['store'],
       buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25],
       registers,
     }),
-    upstreamDuration: new Histogram({
+    upstreamDuration: new HotHistogram({
       name: 'tollgate_upstream_duration_seconds',
       help: 'Time from forwarding a request to the upstream response headers.',
       labelNames: ['route', 'status_class'],
@@ -280,7 +290,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       labelNames: ['route', 'reason'],
       registers,
     }),
-    websocketSessionDuration: new Histogram({
+    websocketSessionDuration: new HotHistogram({
       name: 'tollgate_websocket_session_duration_seconds',
       help: 'How long WebSocket tunnels stayed open.',
       labelNames: ['route'],
@@ -296,6 +306,6 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
   };
   // Every action's series exists from the start (0), so a rate() over them never starts blank.
   for (const action of ['block', 'unblock', 'reset']) metrics.adminActions.inc({ action }, 0);
-  const hot: HotMetrics = new HotMetrics(metrics);
+  const hot: HotMetrics = new HotMetrics(metrics.decisionDuration, metrics.upstreamDuration);
   return { registry, ...metrics, hot };
 }
