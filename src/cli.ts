@@ -2,6 +2,8 @@
 import { readFileSync } from 'node:fs';
 import { ADMIN_COMMANDS, adminUsage, parseAdminCommand, runAdminCommand } from './admin/cli.js';
 import { ConfigLoadError, loadAndCompile, Tollgate } from './app.js';
+import { EXPLAIN_USAGE, parseExplainCommand, runExplain } from './cli/explain.js';
+import { policyJsonSchemaText } from './config/json-schema.js';
 import { formatIssue } from './config/load.js';
 import { parseCommand, USAGE, UsageError, type ServeSettings } from './config/settings.js';
 import { createLogger } from './observability/logger.js';
@@ -100,8 +102,23 @@ async function admin(argv: readonly string[]): Promise<void> {
   process.exitCode = await runAdminCommand(command, process.stdout, process.stderr);
 }
 
+/** `tollgate explain METHOD URL ...`: what the policy makes of one request (src/cli/explain.ts). */
+async function explain(argv: readonly string[]): Promise<void> {
+  let command;
+  try {
+    command = parseExplainCommand(argv, process.env);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    process.stderr.write(`tollgate: ${error.message}\n\n${EXPLAIN_USAGE}`);
+    process.exitCode = 2;
+    return;
+  }
+  process.exitCode = await runExplain(command, process.env, process.stdout, process.stderr);
+}
+
 async function main(): Promise<void> {
   if (ADMIN_COMMANDS.has(process.argv[2])) return admin(process.argv.slice(2));
+  if (process.argv[2] === 'explain') return explain(process.argv.slice(3));
   let command;
   try {
     command = parseCommand(process.argv.slice(2), process.env);
@@ -120,6 +137,10 @@ async function main(): Promise<void> {
       return;
     case 'validate':
       process.exitCode = validate(command.file);
+      return;
+    case 'schema':
+      // schema/policies.schema.json, byte for byte (a test keeps the committed file equal to this).
+      process.stdout.write(policyJsonSchemaText());
       return;
     case 'serve':
       await serve(command.settings);

@@ -225,9 +225,19 @@ export interface Output {
   write(text: string): void;
 }
 
-type Answer = { ok: true; body: Record<string, unknown> } | { ok: false; message: string; body?: unknown };
+export type Answer = { ok: true; body: Record<string, unknown> } | { ok: false; message: string; body?: unknown };
 
-async function call(command: AdminCommand, params: Record<string, string | number>): Promise<Answer> {
+/** Where the admin API is and its token, as every admin command finds them (for `explain --admin`). */
+export function adminConnection(adminFlag: string | undefined, tokenFileFlag: string | undefined, env: Record<string, string | undefined>): { baseUrl: string; token: string } {
+  return { baseUrl: baseUrlOf(adminFlag, env), token: readToken(tokenFileFlag, env) };
+}
+
+/** One GET of the admin API: its JSON answer, or why there is none. */
+export function adminGet(connection: { baseUrl: string; token: string }, path: string, params: Record<string, string | number>): Promise<Answer> {
+  return call({ ...connection, method: 'GET', path }, params);
+}
+
+async function call(command: Pick<AdminCommand, 'baseUrl' | 'token' | 'method' | 'path'>, params: Record<string, string | number>): Promise<Answer> {
   const url = new URL(command.path, command.baseUrl);
   const init: RequestInit = {
     method: command.method,

@@ -8,7 +8,7 @@ const UNIT_MS: Readonly<Record<string, number>> = {
 };
 
 /** One unsigned integer immediately followed by one unit; no spaces, signs, fractions or compounds. */
-const DURATION = /^(\d+)(ms|s|m|h|d)$/;
+export const DURATION = /^(\d+)(ms|s|m|h|d)$/;
 
 /** How a duration is written, for error messages. */
 export const DURATION_EXAMPLES = '500ms, 30s, 1m, 2h, 1d';

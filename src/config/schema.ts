@@ -10,11 +10,16 @@
  *
  * Messages never quote a value that may be secret (JWT secret or key, passwords,
  * Redis URLs); other values are quoted so the reader sees what was wrong.
+ *
+ * Every key also carries what an editor shows for it (`doc`: a description, examples,
+ * the default as written) and, where zod's input side is looser than the rule, the
+ * JSON Schema keywords that say what may be written (`pattern`, `enum`, ...). From these,
+ * src/config/json-schema.ts generates schema/policies.schema.json (`npm run gen:schema`).
  */
 import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
-import { DURATION_EXAMPLES, parseDuration } from './duration.js';
-import { SIZE_EXAMPLES, parseSize } from './size.js';
+import { DURATION, DURATION_EXAMPLES, parseDuration } from './duration.js';
+import { SIZE, SIZE_EXAMPLES, parseSize } from './size.js';
 import { originPatternProblem } from '../guards/origins.js';
 import type {
   AlgorithmName,
@@ -55,8 +60,9 @@ export const JWT_ALGORITHMS = [
 ] as const;
 const JWT_KEY_SOURCES = ['secret', 'publicKey', 'jwksUrl'] as const;
 
-/** RFC 9110 `token`: what header names, cookie names and methods are made of. */
-const HTTP_TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** RFC 9110 `token` characters: what header names, cookie names and methods are made of. */
+const TOKEN_CHARS = "[!#$%&'*+\\-.^_`|~0-9A-Za-z]+";
+const HTTP_TOKEN = new RegExp(`^${TOKEN_CHARS}$`);
 /** Route ids appear inside Redis keys and hash tags, so no `{`, `}`, `:` or spaces. */
 const ROUTE_ID = /^[A-Za-z0-9._-]+$/;
 const PEM_BLOCK = /-----BEGIN ([A-Z0-9 ]+)-----[\s\S]+-----END \1-----/;
@@ -180,6 +186,45 @@ function compact<T extends object>(value: T): T {
 }
 
 // ---------------------------------------------------------------------------
+// What editors show (schema/policies.schema.json)
+
+/** A key's examples and default as they are written in the file. */
+export interface KeyDoc {
+  readonly examples?: readonly unknown[];
+  readonly default?: unknown;
+}
+
+/**
+ * Examples and defaults by schema. Not zod metadata: toJSONSchema drops both from the
+ * input side of a schema that transforms (they would be output values there), and most
+ * of ours transform (`30s` becomes 30000).
+ */
+export const keyDocs = z.registry<KeyDoc>();
+
+/**
+ * For a schema that takes any value and checks it in a transform (`guards: off | {...}`,
+ * `securityHeaders: strict | off | {...}`), a schema of the forms that may be written:
+ * what the JSON Schema shows instead of "anything".
+ */
+export const writtenAs = z.registry<{ readonly schema: unknown }>(); // a zod schema (typed `unknown`: zod's registry types would recurse into it)
+
+/**
+ * `schema` with what an editor shows on hover: a copy (so a shared leaf such as
+ * `duration` carries no one key's text) with the description as zod metadata and the
+ * examples and written default in `keyDocs`.
+ */
+function doc<T extends z.ZodType>(schema: T, description: string, extra: KeyDoc = {}): T {
+  const documented = schema.meta({ description });
+  if (extra.examples !== undefined || extra.default !== undefined) keyDocs.add(documented, extra);
+  return documented;
+}
+
+/** A JSON Schema `pattern` that reads as `regex` does (for keys whose zod check is a transform or refine). */
+function pattern(regex: RegExp): { pattern: string } {
+  return { pattern: regex.source };
+}
+
+// ---------------------------------------------------------------------------
 // Leaf values
 
 const text = z.string().min(1, { error: 'must not be empty', abort: true });
@@ -223,7 +268,8 @@ export const duration = z
       return z.NEVER;
     }
     return ms;
-  });
+  })
+  .meta(pattern(DURATION));
 
 /** A limit's window: a duration, or a calendar period (`1w` from Monday 00:00, `1mo` from the 1st). */
 const limitWindow = z
@@ -243,7 +289,8 @@ const limitWindow = z
       return z.NEVER;
     }
     return { ms: count * CALENDAR_UNIT_MS[unit], calendar: { unit, count } };
-  });
+  })
+  .meta({ anyOf: [pattern(DURATION), pattern(CALENDAR_WINDOW)] });
 
 /** A byte size (`512b`, `64kb`, `1mb`; 1024-based), parsed to bytes; never 0. */
 export const size = z
@@ -266,20 +313,26 @@ export const size = z
       return z.NEVER;
     }
     return bytes;
-  });
+  })
+  .meta(pattern(SIZE));
+
+/** URL schemes are case-insensitive (`HTTPS://` is https:). */
+const HTTP_URL_START = /^[Hh][Tt][Tt][Pp][Ss]?:\/\//;
+const REDIS_URL_START = /^[Rr][Ee][Dd][Ii][Ss][Ss]?:\/\//;
 
 function httpUrl(example: string) {
   return z.string({ error: mustBe(`an http:// or https:// URL`, { secret: true }) }).refine(
     (value) => URL.canParse(value) && ['http:', 'https:'].includes(new URL(value).protocol),
     { error: `must be an http:// or https:// URL (e.g. ${example})` },
-  );
+  ).meta(pattern(HTTP_URL_START));
 }
 
 const redisUrl = z
   .string({ error: mustBe('a redis:// or rediss:// URL', { secret: true }) })
   .refine((value) => URL.canParse(value) && ['redis:', 'rediss:'].includes(new URL(value).protocol), {
     error: 'must be a redis:// or rediss:// URL (e.g. redis://127.0.0.1:6379)',
-  });
+  })
+  .meta(pattern(REDIS_URL_START));
 
 /** Bare IPv4 only in dotted-quad form: ipaddr.js would also take `10` or `0x0a.1`. */
 function isIpAddress(value: string): boolean {
@@ -301,7 +354,8 @@ function httpToken(what: string) {
     .string({ error: mustBe(what) })
     .refine((value) => HTTP_TOKEN.test(value), {
       error: (issue) => `must be ${what} (letters, digits and !#$%&'*+-.^_\`|~, no spaces), got ${show(issue.input)}`,
-    });
+    })
+    .meta(pattern(HTTP_TOKEN));
 }
 const headerName = httpToken('an HTTP header name').transform((name) => name.toLowerCase());
 
@@ -312,8 +366,14 @@ const mode = z.enum(MODES);
 // Sections
 
 const clientIpSchema = strictObject({
-  trustedProxies: z.array(ipOrCidr).default([]),
-  ipv6Prefix: integer(0, 128, 'an integer from 0 to 128').default(64),
+  trustedProxies: doc(
+    z.array(ipOrCidr).default([]),
+    'Proxies (IP addresses or CIDRs) whose X-Forwarded-For is believed. The client is then the rightmost hop that is not itself trusted; from any other peer X-Forwarded-For is ignored.',
+    { examples: [['127.0.0.1/32', '10.0.0.0/8']] },
+  ),
+  ipv6Prefix: doc(integer(0, 128, 'an integer from 0 to 128').default(64), 'IPv6 clients are keyed by their network of this prefix length (one host usually owns a whole /64).', {
+    examples: [64],
+  }),
 });
 
 const jwtAlgorithm = z.string({ error: mustBe('a JWT algorithm name') }).refine(
@@ -324,41 +384,68 @@ const jwtAlgorithm = z.string({ error: mustBe('a JWT algorithm name') }).refine(
         ? '"none" is never accepted: unsigned tokens would let anyone claim any identity'
         : `unsupported JWT algorithm ${show(issue.input)} (use one of ${JWT_ALGORITHMS.join(', ')})`,
   },
-);
+).meta({ enum: [...JWT_ALGORITHMS] });
 
 const publicKey = secretText.refine((value) => PEM_BLOCK.test(value), {
   error: 'must be a PEM public key (-----BEGIN PUBLIC KEY----- ... -----END PUBLIC KEY-----)',
 }).refine((value) => !/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(value), {
   error: 'holds a PRIVATE key; give the matching public key (never put private keys in the policy)',
-});
+}).meta(pattern(PEM_BLOCK));
 
 const jwtSchema = strictObject({
-  secret: secretText.optional(),
-  publicKey: publicKey.optional(),
-  jwksUrl: httpUrl('https://issuer.example/.well-known/jwks.json').optional(),
-  algorithms: z.array(jwtAlgorithm).min(1, { error: 'list at least one algorithm, e.g. [HS256]' }),
-  userClaim: text.default('sub'),
-  tierClaim: text.optional(),
-  cookie: httpToken('a cookie name').optional(),
-  issuer: text.optional(),
-  audience: z.union([text, z.array(text).min(1)], { error: 'must be text or a list of text' }).optional(),
-  requireExp: flag.default(true),
-}).transform((jwt): JwtConfig => compact(jwt));
+  secret: doc(secretText.optional(), 'HS256/384/512 shared secret (at least 32 random bytes), best from the environment. Give exactly one of secret, publicKey or jwksUrl.', {
+    examples: ['${JWT_SECRET}'],
+  }),
+  publicKey: doc(publicKey.optional(), 'PEM public key (RS*, PS*, ES*, EdDSA) the tokens are verified with. Give exactly one of secret, publicKey or jwksUrl.', {
+    examples: ['-----BEGIN PUBLIC KEY-----\n...\n-----END PUBLIC KEY-----'],
+  }),
+  jwksUrl: doc(httpUrl('https://issuer.example/.well-known/jwks.json').optional(), "The issuer's JWKS (http:// or https://). Unreachable: users are anonymous, logged once per outage. Give exactly one of secret, publicKey or jwksUrl.", {
+    examples: ['https://auth.example.com/.well-known/jwks.json'],
+  }),
+  algorithms: doc(z.array(jwtAlgorithm).min(1, { error: 'list at least one algorithm, e.g. [HS256]' }), 'The JWS algorithms accepted (pinned); `none` is always refused. HS* need secret, the others publicKey or jwksUrl.', {
+    examples: [['HS256']],
+  }),
+  userClaim: doc(text.default('sub'), 'The claim holding the user id (the key of `by: user` limits).', { examples: ['sub'] }),
+  tierClaim: doc(text.optional(), "Optional: the claim naming the user's tier, which picks a limit's `tiers:` entry.", { examples: ['plan'] }),
+  cookie: doc(httpToken('a cookie name').optional(), 'Optional: also read the token from this cookie (after `Authorization: Bearer`). Never from the query string.', {
+    examples: ['session'],
+  }),
+  issuer: doc(text.optional(), 'Optional: the `iss` a token must carry (enforced when set).', { examples: ['https://auth.example.com'] }),
+  audience: doc(z.union([text, z.array(text).min(1)], { error: 'must be text or a list of text' }).optional(), 'Optional: the `aud` a token must carry, or a list of which one must match (enforced when set).', {
+    examples: ['voice-api'],
+  }),
+  requireExp: doc(flag.default(true), 'A token without `exp` is anonymous (default): a token that never expires is a leaked key forever. false accepts such tokens.', {
+    examples: [true],
+  }),
+}).transform((jwt): JwtConfig => compact(jwt)).meta({
+  // Exactly one key source (findContradictions says why in its own words).
+  oneOf: [{ required: ['secret'] }, { required: ['publicKey'] }, { required: ['jwksUrl'] }],
+});
 
 const identityForwardSchema = strictObject({
-  user: headerName.optional(),
-  tier: headerName.optional(),
+  user: doc(headerName.optional(), 'Request header that carries the believed user id to the upstream (removed from every client request first).', {
+    examples: ['x-tollgate-user'],
+  }),
+  tier: doc(headerName.optional(), 'Request header that carries the believed tier to the upstream (removed from every client request first).', {
+    examples: ['x-tollgate-tier'],
+  }),
 }).transform(compact);
 
 const identitySchema = strictObject({
-  jwt: jwtSchema.optional(),
-  header: headerName.optional(),
-  forward: identityForwardSchema.optional(),
-}).transform(compact);
+  jwt: doc(jwtSchema.optional(), 'Verify a JWT from `Authorization: Bearer` (or `cookie`). An invalid, expired or unverifiable token means anonymous.', {
+    examples: [{ secret: '${JWT_SECRET}', algorithms: ['HS256'], userClaim: 'sub', tierClaim: 'plan' }],
+  }),
+  header: doc(headerName.optional(), 'Optional: a user id set by a trusted auth layer in front; believed only from `clientIp.trustedProxies`. A verified JWT wins over it.', {
+    examples: ['x-user-id'],
+  }),
+  forward: doc(identityForwardSchema.optional(), 'Optional: on matched routes, send the identity Tollgate believed to the upstream under these header names, so the app need not verify the JWT again.', {
+    examples: [{ user: 'x-tollgate-user', tier: 'x-tollgate-tier' }],
+  }),
+}).transform(compact).meta({ anyOf: [{ required: ['jwt'] }, { required: ['header'] }] });
 
 const allowSchema = strictObject({
-  ips: z.array(ipOrCidr).default([]),
-  users: z.array(text).default([]),
+  ips: doc(z.array(ipOrCidr).default([]), 'Client IPs or CIDRs that are never limited (guards still apply).', { examples: [['10.1.0.0/16']] }),
+  users: doc(z.array(text).default([]), 'User ids that are never limited (guards still apply).', { examples: [['healthcheck-bot']] }),
 });
 
 // Guards (README "Guards") -------------------------------------------------
@@ -369,24 +456,40 @@ const origin = z.string({ error: mustBe('an origin such as https://app.example.c
 });
 
 /** `type/subtype`, lower-cased, without parameters. */
+const MEDIA_TYPE = new RegExp(`^${TOKEN_CHARS}/${TOKEN_CHARS}$`);
 const mediaType = z
   .string({ error: mustBe('a media type such as application/json') })
-  .refine((value) => /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+\/[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(value), {
+  .refine((value) => MEDIA_TYPE.test(value), {
     error: (issue) => `must be a media type without parameters (type/subtype, e.g. application/json), got ${show(issue.input)}`,
   })
-  .transform((value) => value.toLowerCase());
+  .transform((value) => value.toLowerCase())
+  .meta(pattern(MEDIA_TYPE));
 
 const corsSchema = strictObject({
-  methods: z.array(httpToken('an HTTP method').transform((method) => method.toUpperCase())).min(1, { error: 'list at least one method' }).optional(),
-  headers: z.array(headerName).default([]),
-  exposeHeaders: z.array(headerName).default([]),
-  credentials: flag.default(false),
-  maxAge: duration.optional(),
+  methods: doc(
+    z.array(httpToken('an HTTP method').transform((method) => method.toUpperCase())).min(1, { error: 'list at least one method' }).optional(),
+    "Methods a preflight may ask for (Access-Control-Allow-Methods). Default: the route's `methods` guard, else GET, HEAD, POST.",
+    { examples: [['POST']] },
+  ),
+  headers: doc(z.array(headerName).default([]), 'Request headers a preflight may ask for (Access-Control-Allow-Headers). Default: none.', {
+    examples: [['authorization', 'content-type', 'x-csrf-token']],
+  }),
+  exposeHeaders: doc(z.array(headerName).default([]), 'Response headers the page may read (Access-Control-Expose-Headers), e.g. to back off on a 429. Default: none.', {
+    examples: [['retry-after', 'ratelimit', 'ratelimit-policy', 'x-request-id']],
+  }),
+  credentials: doc(flag.default(false), 'Access-Control-Allow-Credentials: true (cookies and Authorization on cross-origin requests). Default false.', {
+    examples: [true],
+  }),
+  maxAge: doc(duration.optional(), 'How long a browser may cache a preflight answer (Access-Control-Max-Age, in seconds). Default: no Max-Age.', {
+    examples: ['24h'],
+  }),
 }).transform(({ maxAge, methods, ...cors }): CorsConfig => compact({ ...cors, methods: methods ?? [], maxAgeMs: maxAge }));
 
 const bodyGuardSchema = strictObject({
-  json: flag.optional(),
-  schema: text.optional(),
+  json: doc(flag.optional(), 'true: the body must be JSON (implied by schema).', { examples: [true] }),
+  schema: doc(text.optional(), 'A JSON Schema file (draft 2020-12, relative to the policy file) the body must be valid against, compiled once at load.', {
+    examples: ['schemas/token-request.json'],
+  }),
 }).transform((body, ctx): BodyGuardConfig => {
   if (body.schema === undefined && body.json !== true) {
     ctx.addIssue({ code: 'custom', input: body, message: 'give json: true (any JSON) or schema: FILE (a JSON Schema, relative to the policy file)' });
@@ -396,8 +499,8 @@ const bodyGuardSchema = strictObject({
 });
 
 const csrfSchema = strictObject({
-  cookie: httpToken('a cookie name'),
-  header: headerName,
+  cookie: doc(httpToken('a cookie name'), 'The cookie holding the CSRF token.', { examples: ['csrf_token'] }),
+  header: doc(headerName, 'The request header that must repeat the cookie (compared in constant time).', { examples: ['x-csrf-token'] }),
 });
 
 const SECURITY_HEADERS_RULE = 'strict, off or a map of header names to values';
@@ -439,21 +542,55 @@ const securityHeadersSchema = z.unknown().transform((value, ctx): SecurityHeader
   }
   return failed ? z.NEVER : { headers, override };
 });
+writtenAs.add(securityHeadersSchema, {
+  schema: z.union([
+    doc(z.enum(['strict', 'off']), '`strict`: nosniff, DENY framing, a referrer policy, a CSP, no-store, and HSTS over HTTPS, where the response lacks them. `off`: none.'),
+    doc(
+      z.object({ override: doc(flag.optional(), "true: the map's values replace the upstream's (default: the app's own values win).", { examples: [true] }) })
+        .catchall(z.string().min(1))
+        .meta({ propertyNames: pattern(HTTP_TOKEN), minProperties: 1 }),
+      'Exactly these headers (name: value).',
+      { examples: [{ 'Permissions-Policy': 'microphone=(self)', override: true }] },
+    ),
+  ]),
+});
 
 /** The keys of a guards map, in the order the guards run. */
 export const GUARD_KEYS = ['methods', 'origins', 'requireOrigin', 'cors', 'maxBodySize', 'contentTypes', 'body', 'csrf', 'auth', 'securityHeaders'] as const;
 
 const guardsSchema = strictObject({
-  methods: methodsSchemaFor('list at least one method, or remove methods to allow every method'),
-  auth: z.enum(['required', 'optional']).optional(),
-  origins: z.array(origin).min(1, { error: 'list at least one origin, or remove origins to allow every origin' }).optional(),
-  requireOrigin: flag.optional(),
-  cors: corsSchema.optional(),
-  maxBodySize: size.optional(),
-  contentTypes: z.array(mediaType).min(1, { error: 'list at least one media type, or remove contentTypes' }).optional(),
-  body: bodyGuardSchema.optional(),
-  csrf: csrfSchema.optional(),
-  securityHeaders: securityHeadersSchema.optional(),
+  methods: doc(methodsSchemaFor('list at least one method, or remove methods to allow every method'), 'Other methods get 405 METHOD_NOT_ALLOWED with Allow. GET covers HEAD.', {
+    examples: [['POST']],
+  }),
+  auth: doc(z.enum(['required', 'optional']).optional(), '`required`: a request without a verified identity (a valid JWT, or the identity header from a trusted proxy) gets 401 AUTH_REQUIRED. Needs an identity section. Default `optional`.', {
+    examples: ['required'],
+  }),
+  origins: doc(
+    z.array(origin).min(1, { error: 'list at least one origin, or remove origins to allow every origin' }).optional(),
+    'The Origin must be listed, else 403 ORIGIN_NOT_ALLOWED (WebSocket upgrades too). `*.` stands for one or more leading labels; `null` only when listed; never `*`. Without Origin a request passes.',
+    { examples: [['https://app.example.com', 'https://*.example.com']] },
+  ),
+  requireOrigin: doc(flag.optional(), 'A request without Origin is refused as well (browser-only endpoints). Needs origins.', { examples: [true] }),
+  cors: doc(corsSchema.optional(), 'Tollgate answers CORS preflights itself and adds CORS headers for allowed origins to every response. Needs origins.', {
+    examples: [{ methods: ['POST'], headers: ['authorization'], exposeHeaders: ['retry-after'], credentials: true, maxAge: '24h' }],
+  }),
+  maxBodySize: doc(size.optional(), 'The largest request body: a larger Content-Length gets 413 PAYLOAD_TOO_LARGE; a chunked body is counted as it streams.', {
+    examples: ['16kb'],
+  }),
+  contentTypes: doc(
+    z.array(mediaType).min(1, { error: 'list at least one media type, or remove contentTypes' }).optional(),
+    'A request with a body must have one of these media types (parameters and case ignored), else 415 UNSUPPORTED_MEDIA_TYPE.',
+    { examples: [['application/json']] },
+  ),
+  body: doc(bodyGuardSchema.optional(), 'The body is read (at most maxBodySize) and must be JSON or valid against a JSON Schema, else 400 INVALID_BODY. Needs maxBodySize.', {
+    examples: [{ schema: 'schemas/token-request.json' }, { json: true }],
+  }),
+  csrf: doc(csrfSchema.optional(), 'Double-submit CSRF: POST, PUT, PATCH and DELETE need the cookie and the header, equal and non-empty, else 403 CSRF_TOKEN_INVALID.', {
+    examples: [{ cookie: 'csrf_token', header: 'x-csrf-token' }],
+  }),
+  securityHeaders: doc(securityHeadersSchema.optional(), 'Security headers added to responses: `strict`, `off`, or a map of exactly these headers (with `override: true` to replace the upstream\'s values).', {
+    examples: ['strict', { 'Permissions-Policy': 'microphone=(self)', override: true }],
+  }),
 }).transform((guards): GuardsConfig => compact(guards));
 
 /** A route's `guards`: a map, or `off` (YAML 1.2: a string) to turn `defaults.guards` off here. */
@@ -469,13 +606,23 @@ const routeGuardsSchema = z.unknown().transform((value, ctx): GuardsConfig | 'of
   for (const issue of parsed.error.issues) ctx.addIssue({ ...issue } as unknown as z.core.$ZodRawIssue);
   return z.NEVER;
 });
-
-const defaultsSchema = strictObject({
-  algorithm: algorithm.default('sliding-window'),
-  mode: mode.default('enforce'),
-  guards: guardsSchema.optional(),
+writtenAs.add(routeGuardsSchema, {
+  schema: z.union([doc(z.literal('off'), 'Turns defaults.guards off on this route.'), guardsSchema]),
 });
 
+const ALGORITHM_DESCRIPTION =
+  'sliding-window (default: weighted counts of the current and previous window), fixed-window (one counter per window or calendar period), sliding-log (exact, remembers each request), token-bucket (bursts up to the limit, refilled over the window).';
+
+const defaultsSchema = strictObject({
+  algorithm: doc(algorithm.default('sliding-window'), `The algorithm of every limit that does not name one: ${ALGORITHM_DESCRIPTION}`, { examples: ['sliding-window'] }),
+  mode: doc(mode.default('enforce'), 'enforce: refuse over the limit (429). shadow: count and log would-be refusals, never refuse.', { examples: ['enforce'] }),
+  guards: doc(guardsSchema.optional(), "Guards of every route, merged key by key under each route's own (`guards: off` on a route turns them off there).", {
+    examples: [{ securityHeaders: 'strict' }],
+  }),
+});
+
+/** What `routePath` accepts: from `/`, no `?` or `#`, and `*` only as a trailing `/*`. */
+const ROUTE_PATH = /^\/(?:[^*?#]*\/)?(?:[^*?#]*|\*)$/;
 const routePath = z.string({ error: mustBe('a path starting with /') }).superRefine((value, ctx) => {
   const problem = !value.startsWith('/')
     ? 'must start with /'
@@ -485,7 +632,7 @@ const routePath = z.string({ error: mustBe('a path starting with /') }).superRef
         ? 'must not contain ? or # (the query and fragment are not matched)'
         : undefined;
   if (problem !== undefined) ctx.addIssue({ code: 'custom', input: value, message: `path ${show(value)} ${problem}` });
-});
+}).meta(pattern(ROUTE_PATH));
 
 const routeRegex = z.string({ error: mustBe('a regular expression') }).superRefine((value, ctx) => {
   try {
@@ -502,12 +649,16 @@ function methodsSchemaFor(empty: string) {
 const methodsSchema = methodsSchemaFor('list at least one method, or remove methods to match every method');
 
 const matchSchema = strictObject({
-  path: routePath.optional(),
-  regex: routeRegex.optional(),
-  methods: methodsSchema,
-  websocket: flag.optional(),
-  caseSensitive: flag.optional(),
-});
+  path: doc(routePath.optional(), 'Exact path, or a prefix ending in `/*` (`/api/livekit/*` matches /api/livekit and everything below it, not /api/livekitx). Compared with the canonical path; the query never counts. Give path or regex.', {
+    examples: ['/api/livekit/token', '/api/transcription/*'],
+  }),
+  regex: doc(routeRegex.optional(), 'Instead of path: a regular expression tested against the canonical path.', { examples: ['^/api/v[0-9]+/token$'] }),
+  methods: doc(methodsSchema, 'Upper-case method list; absent = any method. GET also covers HEAD.', { examples: [['POST']] }),
+  websocket: doc(flag.optional(), 'true: only WebSocket upgrades match; false: only plain requests; absent: both.', { examples: [true] }),
+  caseSensitive: doc(flag.optional(), 'Compare paths case-sensitively (default false: paths are compared lower-cased). Also accepted on the route.', {
+    examples: [true],
+  }),
+}).meta({ oneOf: [{ required: ['path'] }, { required: ['regex'] }] });
 
 const limitBy = z.string({ error: mustBe('ip, user, global or header:NAME') }).transform((value, ctx): LimitBy => {
   if (value === 'ip' || value === 'user' || value === 'global') return value;
@@ -519,7 +670,7 @@ const limitBy = z.string({ error: mustBe('ip, user, global or header:NAME') }).t
   }
   ctx.addIssue({ code: 'custom', input: value, message: `must be ip, user, global or header:NAME, got ${show(value)}` });
   return z.NEVER;
-});
+}).meta(pattern(new RegExp(`^(?:ip|user|global|header:${TOKEN_CHARS})$`)));
 
 /** `5xx` and friends: a status class. */
 const STATUS_CLASS = /^[1-5]xx$/;
@@ -542,9 +693,11 @@ const statusList = z
   });
 
 const costHeaderSchema = strictObject({
-  header: headerName,
-  default: integer(0, Number.MAX_SAFE_INTEGER, 'a whole number >= 0').default(1),
-  max: positiveInteger.default(Number.MAX_SAFE_INTEGER),
+  header: doc(headerName, 'The response header the upstream reports the cost in (removed from the response to the client).', { examples: ['x-usage-tokens'] }),
+  default: doc(integer(0, Number.MAX_SAFE_INTEGER, 'a whole number >= 0').default(1), 'Units reserved at admission, and charged when the header is missing or malformed (and for Tollgate\'s own 502/504). May be 0. Default 1.', {
+    examples: [1],
+  }),
+  max: doc(positiveInteger.default(Number.MAX_SAFE_INTEGER), 'A larger reported cost is charged as this. Default 2^53 - 1.', { examples: [100000] }),
 });
 
 /** `cost: 10` (a weight per request) or `cost: { header, default, max }` (the upstream reports it). */
@@ -572,18 +725,38 @@ export function isTimeZone(name: string): boolean {
 }
 
 const limitSchema = strictObject({
-  by: limitBy,
-  limit: positiveInteger.optional(),
-  window: limitWindow.optional(),
-  concurrent: positiveInteger.optional(),
-  block: blockSchema.optional(),
-  forgetAfter: duration.optional(),
-  tiers: z.record(z.string(), positiveInteger, { error: mustBe('a map of tier name to limit') }).optional(),
-  for: z.enum(LIMIT_FOR).default('any'),
-  algorithm: algorithm.optional(),
-  count: strictObject({ status: statusList }).optional(),
-  cost: costSchema.optional(),
-  timezone: timezone.optional(),
+  by: doc(limitBy, 'What is counted: `ip` (client IP, IPv6 by network), `user` (identified users only; anonymous requests skip it), `header:NAME` (the header\'s value, e.g. an API key; a request without it counts under its client IP), `global` (one counter for the route).', {
+    examples: ['user', 'ip', 'header:x-api-key', 'global'],
+  }),
+  limit: doc(positiveInteger.optional(), 'Requests (or cost units) per window (positive integer). With window; or give concurrent instead.', { examples: [10] }),
+  window: doc(limitWindow.optional(), 'A duration, or with fixed-window a calendar period: `1w` (from Monday 00:00), `1mo` (from the 1st 00:00).', {
+    examples: ['1m', '1h', '1mo'],
+  }),
+  concurrent: doc(positiveInteger.optional(), 'Instead of limit and window: at most N requests (WebSocket: open sessions) of one key in flight at once.', { examples: [4] }),
+  block: doc(blockSchema.optional(), 'Once the limit is exceeded, the key is refused for this long. A list escalates: the n-th block within forgetAfter of the previous one lasts the n-th entry, the last repeating.', {
+    examples: ['5m', ['1m', '10m', '1h', '24h']],
+  }),
+  forgetAfter: doc(duration.optional(), 'With a block list: strikes are forgotten once this long has passed since the previous block ended (default: twice the longest block).', {
+    examples: ['24h'],
+  }),
+  tiers: doc(z.record(z.string(), positiveInteger, { error: mustBe('a map of tier name to limit') }).optional(), "Per-tier limits, chosen by the JWT's tierClaim: `{ tierName: limit }`. Needs identity.jwt.tierClaim.", {
+    examples: [{ pro: 30 }],
+  }),
+  for: doc(z.enum(LIMIT_FOR).default('any'), 'Who the limit applies to: any (default), anonymous or authenticated requests.', { examples: ['anonymous'] }),
+  algorithm: doc(algorithm.optional(), `Overrides the route's algorithm: ${ALGORITHM_DESCRIPTION}`, { examples: ['token-bucket'] }),
+  count: doc(
+    strictObject({
+      status: doc(statusList, 'Status codes (100-599) or classes ("5xx") that count.', { examples: [[401, 403], ['5xx']] }),
+    }).optional(),
+    'Only responses with these statuses count; an admitted request is reserved and given back when its status is not listed.',
+    { examples: [{ status: [401, 403] }] },
+  ),
+  cost: doc(costSchema.optional(), '`N`: each request weighs N units (it needs N left). `{ header, default, max }`: the upstream reports the cost in a response header.', {
+    examples: [10, { header: 'x-usage-tokens', default: 1 }],
+  }),
+  timezone: doc(timezone.optional(), 'With fixed-window and a window of whole days, `w` or `mo`: periods start at local midnight in this IANA time zone.', {
+    examples: ['Europe/Berlin'],
+  }),
 }).transform((limit): LimitConfig => {
   // Which keys go together (limit + window, or concurrent alone; calendar windows and
   // time zones only with fixed-window; ...) is checked by checkLimitKind on the raw data;
@@ -608,6 +781,10 @@ const limitSchema = strictObject({
     count: limit.count,
     cost: limit.cost,
   });
+}).meta({
+  // A rate limit needs limit and window; `concurrent: N` takes their place (checkLimitKind says why).
+  if: { required: ['concurrent'] },
+  else: { required: ['limit', 'window'] },
 });
 
 /**
@@ -618,16 +795,26 @@ const MAX_MESSAGE_BYTES = 2047 * 1024 * 1024;
 const SESSION_LIMITS = ['maxDuration', 'idleTimeout', 'maxMessageSize', 'messages'] as const;
 
 const sessionSchema = strictObject({
-  maxDuration: duration.optional(),
-  idleTimeout: duration.optional(),
-  maxMessageSize: size
-    .refine((bytes) => bytes <= MAX_MESSAGE_BYTES, { error: 'must be at most 2047mb (the largest limit the frame parser can enforce)' })
-    .optional(),
-  messages: strictObject({
-    limit: positiveInteger,
-    window: duration,
-  }).optional(),
-}).transform(
+  maxDuration: doc(duration.optional(), 'The session is closed (1001 "session duration limit") this long after it opened.', { examples: ['2h'] }),
+  idleTimeout: doc(duration.optional(), 'Closed (1001 "idle timeout") after this long without a data message in either direction; ping/pong do not count.', {
+    examples: ['30m'],
+  }),
+  maxMessageSize: doc(
+    size
+      .refine((bytes) => bytes <= MAX_MESSAGE_BYTES, { error: 'must be at most 2047mb (the largest limit the frame parser can enforce)' })
+      .optional(),
+    'A larger client message (payload on the wire, over all its fragments) closes the session (1009 "message too big"). At most 2047mb.',
+    { examples: ['1mb'] },
+  ),
+  messages: doc(
+    strictObject({
+      limit: doc(positiveInteger, 'Client->upstream data messages per window.', { examples: [600] }),
+      window: doc(duration, 'The sliding window, counted from the session\'s start.', { examples: ['1m'] }),
+    }).optional(),
+    'Client->upstream data messages in a sliding window: over it closes the session (1008 "message rate exceeded").',
+    { examples: [{ limit: 600, window: '1m' }] },
+  ),
+}).meta({ minProperties: 1 }).transform(
   (session): SessionConfig =>
     compact({
       maxDurationMs: session.maxDuration,
@@ -638,19 +825,33 @@ const sessionSchema = strictObject({
 );
 
 const routeSchema = strictObject({
-  id: z.string({ error: mustBe('a route id') }).refine((value) => ROUTE_ID.test(value), {
-    error: (issue) => `route id ${show(issue.input)} may only use letters, digits, ".", "_" and "-" (it is part of store keys)`,
+  id: doc(
+    z.string({ error: mustBe('a route id') }).refine((value) => ROUTE_ID.test(value), {
+      error: (issue) => `route id ${show(issue.input)} may only use letters, digits, ".", "_" and "-" (it is part of store keys)`,
+    }).meta(pattern(ROUTE_ID)),
+    'Unique route id ([A-Za-z0-9._-]+); names metrics, headers and store keys.',
+    { examples: ['livekit-token'] },
+  ),
+  match: doc(matchSchema, 'Which requests the route applies to: path or regex, and optionally methods and websocket. Routes are tried in file order; the first match wins.', {
+    examples: [{ path: '/api/livekit/token', methods: ['POST'] }],
   }),
-  match: matchSchema,
-  caseSensitive: flag.optional(),
-  mode: mode.optional(),
-  algorithm: algorithm.optional(),
-  upstreamTimeout: duration.optional(),
-  message: text.optional(),
-  guards: routeGuardsSchema.optional(),
+  caseSensitive: doc(flag.optional(), 'Compare paths case-sensitively (default false). Also accepted in match.', { examples: [true] }),
+  mode: doc(mode.optional(), 'Overrides defaults.mode: enforce (refuse over the limit) or shadow (count and log, never refuse).', { examples: ['shadow'] }),
+  algorithm: doc(algorithm.optional(), `Overrides defaults.algorithm for the route's limits: ${ALGORITHM_DESCRIPTION}`, { examples: ['fixed-window'] }),
+  upstreamTimeout: doc(duration.optional(), "Overrides upstreamTimeout for this route: how long to wait for the upstream's response headers before 504.", {
+    examples: ['10s'],
+  }),
+  message: doc(text.optional(), 'The message of this route\'s 429 answers.', { examples: ['Too many token requests'] }),
+  guards: doc(routeGuardsSchema.optional(), 'Checks run before any quota is spent (merged key by key over defaults.guards), or `off` to turn defaults.guards off here.', {
+    examples: [{ methods: ['POST'], origins: ['https://app.example.com'] }, 'off'],
+  }),
   // Required unless the route has guards (findContradictions says so at the route).
-  limits: z.array(limitSchema).default([]),
-  session: sessionSchema.optional(),
+  limits: doc(
+    z.array(doc(limitSchema, 'One limit: `{ by, limit, window }` (a rate) or `{ by, concurrent }` (requests in flight).')).default([]),
+    'The limits of the route; a request passes only if all that apply pass. May be left out on a route with guards.',
+    { examples: [[{ by: 'user', limit: 10, window: '1m', block: '5m' }]] },
+  ),
+  session: doc(sessionSchema.optional(), 'WebSocket session limits (only with match.websocket: true).', { examples: [{ maxDuration: '2h', idleTimeout: '30m' }] }),
 }).transform((route): RouteConfig => {
   const match: RouteMatchConfig = compact({
     ...route.match,
@@ -671,44 +872,78 @@ const routeSchema = strictObject({
 });
 
 const redisNodeSchema = strictObject({
-  host: text,
-  port: integer(1, 65535, 'a port from 1 to 65535'),
-  username: text.optional(),
-  password: secretText.optional(),
-  tls: flag.optional(),
+  host: doc(text, 'Host name or address of the node.', { examples: ['redis-0.redis'] }),
+  port: doc(integer(1, 65535, 'a port from 1 to 65535'), 'Port of the node (1-65535).', { examples: [26379, 6379] }),
+  username: doc(text.optional(), 'ACL user for this node (with sentinels: for the sentinel itself).', { examples: ['tollgate'] }),
+  password: doc(secretText.optional(), 'Password for this node (with sentinels: for the sentinel itself), best from the environment.', {
+    examples: ['${SENTINEL_PASSWORD}'],
+  }),
+  tls: doc(flag.optional(), 'Connect to this node over TLS.', { examples: [true] }),
 }).transform((node): RedisNodeConfig => compact(node));
 
-const redisNodes = z.array(redisNodeSchema).min(1, { error: 'list at least one {host, port}' });
+const redisNodes = z.array(doc(redisNodeSchema, 'A node: `{ host, port }`.')).min(1, { error: 'list at least one {host, port}' });
 
 const redisSchema = strictObject({
-  url: redisUrl.optional(),
-  sentinels: redisNodes.optional(),
-  name: text.optional(),
-  cluster: redisNodes.optional(),
-  username: text.optional(),
-  password: secretText.optional(),
-  tls: flag.optional(),
-  prefix: z
-    .string()
-    .refine((value) => !/[{}]/.test(value), { error: 'must not contain { or } (they delimit Redis Cluster hash tags)' })
-    .default('tollgate:'),
-  timeout: duration.default(50), // ms, already converted: a default skips the transform
-  onError: z.enum(['allow', 'deny', 'local']).default('local'),
-  onErrorStatus: integer(400, 599, 'an HTTP error status from 400 to 599').default(503),
-  clock: z.enum(['redis', 'local']).default('redis'),
-  expectedReplicas: positiveInteger.default(1),
-  slotLease: duration.default(30_000), // ms, already converted
+  url: doc(redisUrl.optional(), 'redis:// or rediss:// (TLS) URL of a standalone Redis, best from the environment. Give one of url, sentinels (with name) or cluster.', {
+    examples: ['${REDIS_URL:-redis://127.0.0.1:6379}'],
+  }),
+  sentinels: doc(redisNodes.optional(), 'Sentinel nodes that name the master (with name). Give one of url, sentinels or cluster.', {
+    examples: [[{ host: 's1', port: 26379 }]],
+  }),
+  name: doc(text.optional(), 'The sentinel master name (only with sentinels).', { examples: ['mymaster'] }),
+  cluster: doc(redisNodes.optional(), 'Redis Cluster seed nodes. Give one of url, sentinels or cluster.', {
+    examples: [[{ host: 'n1', port: 6379 }, { host: 'n2', port: 6379 }]],
+  }),
+  username: doc(text.optional(), 'ACL user (with sentinels: for the master).', { examples: ['tollgate'] }),
+  password: doc(secretText.optional(), 'Password (with sentinels: for the master), best from the environment.', { examples: ['${REDIS_PASSWORD}'] }),
+  tls: doc(flag.optional(), 'Connect over TLS (as rediss:// does).', { examples: [true] }),
+  prefix: doc(
+    z
+      .string()
+      .refine((value) => !/[{}]/.test(value), { error: 'must not contain { or } (they delimit Redis Cluster hash tags)' })
+      .default('tollgate:')
+      .meta(pattern(/^[^{}]*$/)),
+    'Prefix of every key, so several apps can share one Redis. No { or }.',
+    { examples: ['tollgate:'] },
+  ),
+  timeout: doc(duration.default(50), 'Budget for one decision; slower is a store error and onError applies.', { examples: ['50ms'], default: '50ms' }), // ms, already converted: a default skips the transform
+  onError: doc(z.enum(['allow', 'deny', 'local']).default('local'), 'While Redis fails: allow (fail open), deny (onErrorStatus with RATE_LIMITER_UNAVAILABLE) or local (in-memory limits divided by the live replicas).', {
+    examples: ['local'],
+  }),
+  onErrorStatus: doc(integer(400, 599, 'an HTTP error status from 400 to 599').default(503), 'The status of refusals while Redis fails with onError: deny (400-599).', {
+    examples: [503],
+  }),
+  clock: doc(z.enum(['redis', 'local']).default('redis'), 'redis: the Redis server\'s TIME inside the script (replica clocks may differ); local: each replica\'s own clock.', {
+    examples: ['redis'],
+  }),
+  expectedReplicas: doc(positiveInteger.default(1), 'The divisor of limits for onError: local until replicas have been seen (keep it equal to the replica count).', {
+    examples: [3],
+  }),
+  slotLease: doc(duration.default(30_000), "Lifetime of a concurrency slot's lease unless its replica renews it (every third of it).", {
+    examples: ['30s'],
+    default: '30s',
+  }), // ms, already converted
 }).transform(
   ({ timeout, slotLease, ...redis }): RedisStoreConfig => compact({ ...redis, timeoutMs: timeout, slotLeaseMs: slotLease }),
-);
+).meta({ dependentRequired: { sentinels: ['name'], name: ['sentinels'] } });
 
 const storeSchema = strictObject({
-  type: z.enum(['memory', 'redis']).default('memory'),
-  memory: strictObject({
-    maxKeys: positiveInteger.default(1_000_000),
-    maxBlocks: positiveInteger.default(100_000),
-  }).prefault({}),
-  redis: redisSchema.optional(),
+  type: doc(z.enum(['memory', 'redis']).default('memory'), 'memory (default): counts in this process, each replica on its own. redis: shared by every replica.', {
+    examples: ['redis'],
+  }),
+  memory: doc(
+    strictObject({
+      maxKeys: doc(positiveInteger.default(1_000_000), 'Counters kept; the least recently used are evicted at the bound (logged and counted).', { examples: [1000000] }),
+      maxBlocks: doc(positiveInteger.default(100_000), 'Running blocks kept, in their own bounded map (a flood of new keys never lifts a block).', {
+        examples: [100000],
+      }),
+    }).prefault({}),
+    'Bounds of the memory store (also the fallback of onError: local).',
+    { examples: [{ maxKeys: 1000000, maxBlocks: 100000 }] },
+  ),
+  redis: doc(redisSchema.optional(), 'The Redis store (used with type: redis; see docs/redis.md).', {
+    examples: [{ url: '${REDIS_URL}', prefix: 'tollgate:', timeout: '50ms', onError: 'local' }],
+  }),
 }).transform((store) => {
   if (store.type !== 'redis') return compact(store);
   // `type: redis` alone means a local Redis with every default.
@@ -720,28 +955,56 @@ const storeSchema = strictObject({
 const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
 
 const logSchema = strictObject({
-  access: flag.default(false),
+  access: doc(flag.default(false), 'true: one access-log line per request (path without query).', { examples: [true] }),
 });
 
 const pathsSchema = strictObject({
-  escapedSlashes: z.enum(['decode', 'reject']).default('decode'),
+  escapedSlashes: doc(z.enum(['decode', 'reject']).default('decode'), 'decode (default): %2F and %5C count as separators when matching. reject: 400 INVALID_PATH for any %2F or %5C.', {
+    examples: ['reject'],
+  }),
+});
+
+const responsesSchema = strictObject({
+  format: doc(
+    z.enum(['envelope', 'problem']).default('envelope'),
+    "The body of Tollgate's own answers (429, guard refusals, 502, 503, 504, 500): envelope (default: {success: false, error: {code, message, details}}) or problem (RFC 9457 application/problem+json). A client whose Accept prefers application/problem+json gets problem details either way.",
+    { examples: ['problem'] },
+  ),
 });
 
 /** The whole policy file, parsed into `PolicyConfig` with every default filled in. */
 export const policySchema = strictObject({
-  upstream: httpUrl('http://127.0.0.1:3000').optional(),
-  upstreamTimeout: duration.default(30_000), // ms, already converted: a default skips the transform
-  clientIp: clientIpSchema.prefault({}),
-  identity: identitySchema.optional(),
-  allow: allowSchema.prefault({}),
-  defaults: defaultsSchema.prefault({}),
-  routes: z.array(routeSchema).default([]),
-  store: storeSchema.prefault({}),
-  log: logSchema.prefault({}),
-  paths: pathsSchema.prefault({}),
+  upstream: doc(httpUrl('http://127.0.0.1:3000').optional(), 'Where allowed requests are forwarded (http:// or https://); `serve --upstream` overrides it.', {
+    examples: ['http://127.0.0.1:3000'],
+  }),
+  upstreamTimeout: doc(duration.default(30_000), "How long to wait for the upstream's response headers; then 504 UPSTREAM_TIMEOUT.", { examples: ['30s'], default: '30s' }), // ms, already converted: a default skips the transform
+  clientIp: doc(clientIpSchema.prefault({}), 'How the client IP is found: the socket peer, or behind trusted proxies the rightmost untrusted X-Forwarded-For hop.', {
+    examples: [{ trustedProxies: ['127.0.0.1/32', '10.0.0.0/8'], ipv6Prefix: 64 }],
+  }),
+  identity: doc(identitySchema.optional(), 'Who the user is: a verified JWT, or a user header from a trusted proxy. Absent: every limit is per IP.', {
+    examples: [{ jwt: { secret: '${JWT_SECRET}', algorithms: ['HS256'], tierClaim: 'plan' } }],
+  }),
+  allow: doc(allowSchema.prefault({}), 'Clients that are never limited (guards still apply).', { examples: [{ ips: ['10.1.0.0/16'], users: ['healthcheck-bot'] }] }),
+  defaults: doc(defaultsSchema.prefault({}), 'What every route and limit uses unless it says otherwise.', {
+    examples: [{ algorithm: 'sliding-window', mode: 'enforce', guards: { securityHeaders: 'strict' } }],
+  }),
+  routes: doc(
+    z.array(doc(routeSchema, 'A route: which requests (match) and what applies to them (limits, guards, session).')).default([]),
+    'Tried in file order; the first match wins. A request no route matches passes untouched.',
+    { examples: [[{ id: 'livekit-token', match: { path: '/api/livekit/token', methods: ['POST'] }, limits: [{ by: 'user', limit: 10, window: '1m' }] }]] },
+  ),
+  store: doc(storeSchema.prefault({}), 'Where counts live: memory (default) or redis (shared by replicas). Store settings apply at the next restart.', {
+    examples: [{ type: 'memory' }],
+  }),
+  log: doc(logSchema.prefault({}), 'Logging beyond refusals.', { examples: [{ access: false }] }),
+  paths: doc(pathsSchema.prefault({}), 'Path hygiene: how escaped slashes in request paths are treated.', { examples: [{ escapedSlashes: 'reject' }] }),
+  responses: doc(responsesSchema.prefault({}), "How Tollgate's own error responses are written.", { examples: [{ format: 'problem' }] }),
 }).transform(
   ({ upstreamTimeout, ...policy }): PolicyConfig => compact({ ...policy, upstreamTimeoutMs: upstreamTimeout }),
-);
+).meta({
+  title: 'Tollgate policy (policies.yaml)',
+  description: 'Which requests Tollgate rate-limits, how, and where the counts live. Reference: README.md, "Policy reference".',
+});
 
 // ---------------------------------------------------------------------------
 // Rules between fields. They read the raw data (before zod), so they still run

@@ -34,6 +34,7 @@ export interface ServeSettings {
 export type Command =
   | { command: 'serve'; settings: ServeSettings }
   | { command: 'validate'; file: string }
+  | { command: 'schema' }
   | { command: 'help' }
   | { command: 'version' };
 
@@ -46,6 +47,9 @@ export const USAGE = `Usage:
                    [--drain-timeout DUR] [--headers-timeout DUR] [--request-timeout DUR]
                    [--keep-alive-timeout DUR] [--log-level LEVEL] [--admin-token-file FILE]
   tollgate validate FILE
+  tollgate schema
+  tollgate explain [--config FILE] METHOD URL [--ip A] [--via-proxy A] [--header 'Name: value']...
+                   [--token JWT] [--websocket] [--admin URL] [--json]
   tollgate blocks  [--route R] [--json]
   tollgate block   --route R (--ip A | --user U | --header-value V) --for DUR [--reason TEXT] [--json]
   tollgate unblock --route R|'*' (--ip A | --user U | --header-value V) [--json]
@@ -142,7 +146,11 @@ export function parseCommand(argv: readonly string[], env: Record<string, string
     if (file === undefined || rest.length > 1) throw new UsageError('validate: expected exactly one FILE');
     return { command: 'validate', file };
   }
-  if (name !== 'serve') throw new UsageError(`unknown command "${name}" (expected serve, validate, blocks, block, unblock, reset, inspect or top)`);
+  if (name === 'schema') {
+    if (rest.length > 0) throw new UsageError(`schema: unexpected argument "${rest[0]}"`);
+    return { command: 'schema' };
+  }
+  if (name !== 'serve') throw new UsageError(`unknown command "${name}" (expected serve, validate, schema, explain, blocks, block, unblock, reset, inspect or top)`);
   if (rest.length > 0) throw new UsageError(`serve: unexpected argument "${rest[0]}"`);
 
   /** The value and where it came from, for error messages: `--flag`, the variable's name, or `default`. */

@@ -6,7 +6,7 @@ const UNIT_BYTES: Readonly<Record<string, number>> = {
 };
 
 /** One unsigned integer immediately followed by one lower-case unit. */
-const SIZE = /^(\d+)(b|kb|mb)$/;
+export const SIZE = /^(\d+)(b|kb|mb)$/;
 
 /** How a size is written, for error messages. */
 export const SIZE_EXAMPLES = '512b, 64kb, 1mb';

@@ -23,6 +23,15 @@ export interface PolicyConfig {
   store: StoreConfig;
   log: LogConfig;
   paths: PathsConfig;
+  responses: ResponsesConfig;
+}
+
+export interface ResponsesConfig {
+  /**
+   * The body of Tollgate's own error responses: `envelope` (default, `{success: false,
+   * error: {code, message, details}}`) or `problem` (RFC 9457 `application/problem+json`).
+   */
+  format: 'envelope' | 'problem';
 }
 
 export interface PathsConfig {

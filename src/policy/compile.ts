@@ -54,6 +54,7 @@ export function compilePolicy(config: PolicyConfig, hash: string, options: Compi
     identity: hasIdentity ? within(['identity'], () => createIdentityResolver(identity, options.identityEvents, { now })) : null,
     allow: within(['allow'], () => createAllowList(config.allow)),
     rejectEscapedSlashes: config.paths?.escapedSlashes === 'reject',
+    responseFormat: config.responses?.format ?? 'envelope',
     upstreamHeaders: createUpstreamHeaders(identity),
   });
 }

@@ -3,7 +3,7 @@ import { createRemoteJWKSet, customFetch, errors, jwtVerify, type JWTPayload, ty
 import { LRUCache } from 'lru-cache';
 import type { IdentityConfig, JwtConfig } from '../config/types.js';
 import { PolicyError } from './errors.js';
-import { ANONYMOUS, type Identity, type IdentityResolver, type IncomingHeaders } from './types.js';
+import { ANONYMOUS, type Identity, type IdentityExplanation, type IdentityResolver, type IncomingHeaders } from './types.js';
 
 export type IdentityErrorKind = 'jwks_unreachable' | 'jwt_key_invalid';
 
@@ -53,12 +53,14 @@ function afterToken(identity: Identity, result: typeof REJECTED | typeof UNCHECK
   return result === REJECTED ? { ...identity, tokenPresented: true, tokenError: true } : { ...identity, tokenPresented: true };
 }
 
-/** ttlMs 0 = do not cache (the failure was ours, not the token's). */
+/** ttlMs 0 = do not cache (the failure was ours, not the token's). `reason`: why a token failed, for `explain`. */
 interface Verdict {
   readonly result: TokenResult;
   readonly ttlMs: number;
+  readonly reason?: string;
 }
-const UNVERIFIABLE: Verdict = Object.freeze({ result: UNCHECKED, ttlMs: 0 });
+const UNVERIFIABLE_SOURCE: Verdict = Object.freeze({ result: UNCHECKED, ttlMs: 0, reason: 'not checked: the key source failed (JWKS unreachable, or no usable key in it)' });
+const UNVERIFIABLE_KEY: Verdict = Object.freeze({ result: UNCHECKED, ttlMs: 0, reason: 'not checked: the configured key cannot verify this token' });
 
 const NO_EVENTS: IdentityEvents = Object.freeze({ onError: () => {} });
 
@@ -104,6 +106,22 @@ export function createIdentityResolver(
   }
 
   return Object.freeze({
+    async explain(headers: IncomingHeaders, peerTrusted: boolean): Promise<IdentityExplanation> {
+      const token = verify === undefined ? undefined : readToken(headers, cookieName);
+      const header = fromHeader(headers, peerTrusted);
+      const fallback = (tokenError: string | null): IdentityExplanation => ({
+        identity: tokenError === null ? header : afterToken(header, REJECTED),
+        source: header.userId === undefined ? null : 'header',
+        tokenError,
+      });
+      if (verify === undefined || token === undefined) return fallback(null);
+      if (token.length > MAX_TOKEN_LENGTH) return fallback(`longer than ${MAX_TOKEN_LENGTH / 1024} KiB: not a token, never verified`);
+      // Verified afresh (not from the cache), to say why a token fails.
+      const verdict = await verify(token);
+      if (typeof verdict.result !== 'symbol') return { identity: verdict.result, source: 'jwt', tokenError: null };
+      const explanation = fallback(verdict.reason ?? 'refused');
+      return verdict.result === REJECTED ? explanation : { ...explanation, identity: afterToken(header, UNCHECKED) };
+    },
     resolve(headers: IncomingHeaders, peerTrusted: boolean): Identity | Promise<Identity> {
       const token = verify === undefined ? undefined : readToken(headers, cookieName);
       if (verify === undefined || token === undefined) return fromHeader(headers, peerTrusted);
@@ -201,7 +219,7 @@ function createJwtVerifier(jwt: JwtConfig, health: Health, now: () => number): (
     const claim = payload[userClaim];
     const userId =
       typeof claim === 'string' ? claim : typeof claim === 'number' && Number.isFinite(claim) ? String(claim) : '';
-    if (!isUsableClaim(userId)) return { result: REJECTED, ttlMs };
+    if (!isUsableClaim(userId)) return { result: REJECTED, ttlMs, reason: `no usable "${userClaim}" claim (the user id)` };
     const tier = tierClaim === undefined ? undefined : payload[tierClaim];
     const identity = typeof tier === 'string' && isUsableClaim(tier) ? { userId, tier, tokenPresented: true } : { userId, tokenPresented: true };
     return { result: Object.freeze(identity), ttlMs };
@@ -219,12 +237,13 @@ function createJwtVerifier(jwt: JwtConfig, health: Health, now: () => number): (
       health.recovered('jwt_key_invalid');
       return verdictFor(payload);
     } catch (error) {
-      if (error instanceof KeySourceFailure) return UNVERIFIABLE;
+      if (error instanceof KeySourceFailure) return UNVERIFIABLE_SOURCE;
       if (isKeyProblem(error)) {
         health.failed('jwt_key_invalid');
-        return UNVERIFIABLE;
+        return UNVERIFIABLE_KEY;
       }
-      return { result: REJECTED, ttlMs: REJECTED_TTL_MS };
+      // jose's message says which check failed ("exp" claim timestamp check failed, signature verification failed, ...).
+      return { result: REJECTED, ttlMs: REJECTED_TTL_MS, reason: (error as Error).message };
     }
   };
 }

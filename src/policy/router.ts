@@ -1,6 +1,6 @@
 import type { RouteMatchConfig } from '../config/types.js';
 import { canonicalPath } from './path.js';
-import type { CompiledRoute, RouteMatcher } from './types.js';
+import type { CompiledRoute, RouteExplanation, RouteMatcher } from './types.js';
 
 interface CompiledMatcher {
   readonly route: CompiledRoute;
@@ -36,6 +36,23 @@ export function createRouter(routes: ReadonlyArray<{ route: CompiledRoute; match
         if (matcher.matchesPath(path)) return matcher.route;
       }
       return undefined;
+    },
+    explain(method: string, rawTarget: string, isUpgrade: boolean, preflight = false): RouteExplanation {
+      // The same tests as `match`, all of them per route, to say why each earlier route did not match.
+      const tried: { route: string; failed: 'path' | 'method' | 'websocket' }[] = [];
+      for (const matcher of matchers) {
+        const path = canonicalPath(rawTarget, matcher.caseSensitive);
+        const failed = !matcher.matchesPath(path)
+          ? 'path'
+          : matcher.methods !== undefined && !matcher.methods.has(method) && !(preflight && matcher.answersPreflights)
+            ? 'method'
+            : matcher.websocket !== undefined && matcher.websocket !== isUpgrade
+              ? 'websocket'
+              : undefined;
+        if (failed === undefined) return { route: matcher.route, canonicalPath: path, tried };
+        tried.push({ route: matcher.route.id, failed });
+      }
+      return { route: undefined, canonicalPath: canonicalPath(rawTarget, false), tried };
     },
   });
 }

@@ -136,8 +136,21 @@ export interface IdentityResolver {
    * means anonymous. Synchronous when no JWT has to be verified.
    */
   resolve(headers: IncomingHeaders, peerTrusted: boolean): Identity | Promise<Identity>;
+  /**
+   * The identity `resolve` gives, where it came from, and why a presented token was
+   * refused (verified afresh, not from the cache). For `tollgate explain`.
+   */
+  explain?(headers: IncomingHeaders, peerTrusted: boolean): Promise<IdentityExplanation>;
   /** Stops background work (JWKS refresh). */
   close?(): void;
+}
+
+export interface IdentityExplanation {
+  readonly identity: Identity;
+  /** Who said who the user is: a verified JWT, the identity header from a trusted proxy, or nobody (anonymous). */
+  readonly source: 'jwt' | 'header' | null;
+  /** Why the presented token did not count (jose's reason), or null (none presented, or verified). */
+  readonly tokenError: string | null;
 }
 
 export interface AllowList {
@@ -152,6 +165,19 @@ export interface RouteMatcher {
    *   even when its `match.methods` lacks OPTIONS (Tollgate answers it)
    */
   match(method: string, rawTarget: string, isUpgrade: boolean, preflight?: boolean): CompiledRoute | undefined;
+  /**
+   * What `match` decides, and why: the routes tried before the match (all of them when
+   * none matches), each with the first test it failed (path, then method, then websocket).
+   * For `tollgate explain`; not on the request path.
+   */
+  explain(method: string, rawTarget: string, isUpgrade: boolean, preflight?: boolean): RouteExplanation;
+}
+
+export interface RouteExplanation {
+  readonly route: CompiledRoute | undefined;
+  /** The canonical path the matched route compared (case-folded unless it is case-sensitive; folded when none matched). */
+  readonly canonicalPath: string;
+  readonly tried: readonly { readonly route: string; readonly failed: 'path' | 'method' | 'websocket' }[];
 }
 
 /** Everything a request needs, built once per load/reload and never mutated. */
@@ -169,6 +195,8 @@ export interface CompiledPolicy {
   readonly allow: AllowList;
   /** `paths.escapedSlashes: reject`: any `%2F`/`%5C` in a path is 400 INVALID_PATH. */
   readonly rejectEscapedSlashes: boolean;
+  /** `responses.format`: the body of Tollgate's own error responses (a client's Accept may ask for `problem`). */
+  readonly responseFormat: 'envelope' | 'problem';
   /** Client headers the upstream must not get, and the ones Tollgate sets instead. */
   readonly upstreamHeaders: UpstreamHeaders;
 }

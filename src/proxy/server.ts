@@ -11,7 +11,17 @@ import { evaluate, recordGuardRefusal, UNMATCHED_ROUTE, type DecideDeps, type Ev
 import { hasBody, upgradeRequestHeaders, type ForwardContext, type ForwardFailure, type ForwardOptions, type HttpForwarder } from './forward.js';
 import { rateLimitHeaders } from './rate-headers.js';
 import { ERRORS } from './errors.js';
-import { errorResponse, guardRefusedResponse, rateLimitedResponse, send, sendOnSocket, type Decoration, type OwnResponse } from './responses.js';
+import {
+  errorResponse,
+  guardRefusedResponse,
+  rateLimitedResponse,
+  responseFormat,
+  send,
+  sendOnSocket,
+  type Decoration,
+  type OwnResponse,
+  type ResponseFormat,
+} from './responses.js';
 import type { UpgradeForwarder } from './upgrade.js';
 
 /** A policy with the forwarders built for its upstream; swapped whole on reload. */
@@ -58,6 +68,11 @@ const STATUS_CLASSES = ['error', '1xx', '2xx', '3xx', '4xx', '5xx'];
 /** `2xx`... label for a status, without building a string per request. */
 function statusClass(status: number): string {
   return status >= 100 && status < 600 ? STATUS_CLASSES[Math.floor(status / 100)] : 'error';
+}
+
+/** The format of Tollgate's own answer to `req`: the policy's `responses.format`, or problem details when the client's Accept prefers them. */
+function formatFor(policy: CompiledPolicy, req: IncomingMessage): ResponseFormat {
+  return responseFormat(policy.responseFormat, req.headers.accept);
 }
 
 /** The response a refusing verdict (or guard) gets; undefined when the request goes on. */
@@ -124,10 +139,10 @@ function decorationFor(req: IncomingMessage, ev: Evaluation, origin?: null): Dec
 }
 
 /** Tollgate's answer to a CORS preflight: 204 with the CORS headers, or the refusal without them. */
-function answerPreflight(req: IncomingMessage, res: ServerResponse, ev: Evaluation): void {
+function answerPreflight(req: IncomingMessage, res: ServerResponse, ev: Evaluation, format: ResponseFormat): void {
   const answer = ev.preflight!;
   if (answer.status === 403) {
-    send(res, guardRefusedResponse(answer.refusal, ev.requestId, ev.route?.id), ev.requestId, decorationFor(req, ev, null));
+    send(res, guardRefusedResponse(answer.refusal, ev.requestId, ev.route?.id), ev.requestId, format, decorationFor(req, ev, null));
     return;
   }
   const headers: Record<string, string> = { ...answer.headers, 'x-request-id': ev.requestId };
@@ -137,11 +152,23 @@ function answerPreflight(req: IncomingMessage, res: ServerResponse, ev: Evaluati
   res.end();
 }
 
-type TrackedContext = ForwardContext & { routeId: string; startedAt: number; client: ClientAddress; bodyTooLarge: boolean };
+type TrackedContext = ForwardContext & {
+  routeId: string;
+  startedAt: number;
+  client: ClientAddress;
+  bodyTooLarge: boolean;
+  /** The policy's `responses.format`, for an own answer (413, 502, 504) after forwarding began. */
+  responseFormat: ResponseFormat;
+};
 
 /** The decoration of an own response (502, 504, 413) on a forwarded request, from its context; built only then. */
 function forwardedDecoration(ctx: ForwardContext): Decoration | undefined {
   return ctx.guards === null ? undefined : { guards: ctx.guards, origin: ctx.corsOrigin, https: ctx.https };
+}
+
+/** The format of an own answer on a forwarded request (only when one is sent). */
+function ownFormat(ctx: TrackedContext): ResponseFormat {
+  return responseFormat(ctx.responseFormat, ctx.res.req.headers.accept);
 }
 
 export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): ProxyServer {
@@ -154,7 +181,9 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
       // A streamed (chunked) body passed maxBodySize: the upstream request was aborted.
       recordGuardRefusal(deps, fwd.routeId, PAYLOAD_TOO_LARGE, fwd.client, ctx.requestId);
       if (status === 0) ctx.settlement?.head(PAYLOAD_TOO_LARGE.status);
-      if (!ctx.res.headersSent && !ctx.res.destroyed) send(ctx.res, guardRefusedResponse(PAYLOAD_TOO_LARGE, ctx.requestId, fwd.routeId), ctx.requestId, forwardedDecoration(ctx));
+      if (!ctx.res.headersSent && !ctx.res.destroyed) {
+        send(ctx.res, guardRefusedResponse(PAYLOAD_TOO_LARGE, ctx.requestId, fwd.routeId), ctx.requestId, ownFormat(fwd), forwardedDecoration(ctx));
+      }
       return;
     }
     if (failure === 'client_closed') return;
@@ -166,7 +195,7 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
       metrics.hot.upstream(fwd.routeId, 'error', (performance.now() - fwd.startedAt) / 1000);
       if (!ctx.res.headersSent && !ctx.res.destroyed) {
         if (deps.draining()) ctx.res.shouldKeepAlive = false;
-        send(ctx.res, errorResponse(code, ctx.requestId), ctx.requestId, forwardedDecoration(ctx));
+        send(ctx.res, errorResponse(code, ctx.requestId), ctx.requestId, ownFormat(fwd), forwardedDecoration(ctx));
       }
       return;
     }
@@ -202,6 +231,7 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
       startedAt: performance.now(),
       client: ev.client,
       bodyTooLarge: false,
+      responseFormat: active.policy.responseFormat,
     };
     let body: Buffer | Readable | undefined = ev.body ?? undefined;
     // A chunked body on a route with maxBodySize is counted on its way (Content-Length was checked already).
@@ -243,7 +273,7 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
     const invited = expectsContinue && ev.body === null;
     if (ev.preflight !== null) {
       if (invited || (hasBody(req) && !req.complete)) res.shouldKeepAlive = false;
-      answerPreflight(req, res, ev);
+      answerPreflight(req, res, ev, formatFor(active.policy, req));
       return;
     }
     const refused = refusal(deps, ev);
@@ -251,7 +281,7 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
       // A body never invited (no 100 Continue) or still unread would have to be drained first:
       // close instead. Bodyless refusals keep the connection (a flood costs no new handshakes).
       if (invited || (hasBody(req) && !req.complete)) res.shouldKeepAlive = false;
-      send(res, refused, ev.requestId, decorationFor(req, ev));
+      send(res, refused, ev.requestId, formatFor(active.policy, req), decorationFor(req, ev));
       return;
     }
     if (invited) res.writeContinue();
@@ -260,7 +290,7 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
 
   function fail(req: IncomingMessage, res: ServerResponse, error: unknown): void {
     logger.error({ event: 'internal_error', err: error, method: req.method }, 'request failed inside tollgate');
-    if (!res.headersSent) send(res, errorResponse('INTERNAL_ERROR', 'unknown'), 'unknown');
+    if (!res.headersSent) send(res, errorResponse('INTERNAL_ERROR', 'unknown'), 'unknown', formatFor(deps.active().policy, req));
     else res.destroy();
   }
 
@@ -328,11 +358,11 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
 
   function onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', () => socket.destroy());
+    const active = deps.active();
     if (deps.draining()) {
-      sendOnSocket(socket, errorResponse('SHUTTING_DOWN', 'draining'), 'draining');
+      sendOnSocket(socket, errorResponse('SHUTTING_DOWN', 'draining'), 'draining', formatFor(active.policy, req));
       return;
     }
-    const active = deps.active();
     const failUpgrade = (error: unknown): void => {
       logger.error({ event: 'internal_error', err: error }, 'upgrade failed inside tollgate');
       socket.destroy();
@@ -348,7 +378,7 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
       metrics.hot.request(e.route?.id ?? UNMATCHED_ROUTE, e.decision);
       const refused = refusal(deps, e);
       if (refused !== undefined) {
-        sendOnSocket(socket, refused, e.requestId, decorationFor(req, e));
+        sendOnSocket(socket, refused, e.requestId, formatFor(active.policy, req), decorationFor(req, e));
         return;
       }
       // From here the admitted upgrade holds its slots until its socket closes: a refusal
@@ -371,7 +401,7 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
           if (result === 'timeout' || result === 'unavailable') {
             const code = result === 'timeout' ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE';
             logger.error({ event: 'upstream_error', route: routeId, code, requestId: e.requestId, websocket: true }, 'upstream refused the websocket');
-            sendOnSocket(socket, errorResponse(code, e.requestId), e.requestId);
+            sendOnSocket(socket, errorResponse(code, e.requestId), e.requestId, formatFor(active.policy, req));
           }
         },
         // The registry counts the tunnel in flight until it closes.

@@ -170,6 +170,25 @@ const FAILURES: Record<string, string[]> = {
   session_messages_without_window: ['6:17 routes[0].session.messages.window: is required'],
   session_unknown_key: ['6:7 routes[0].session: unknown key "maxMesageSize" (did you mean "maxMessageSize"?)'],
   session_empty: ['5:14 routes[0].session: give at least one of maxDuration, idleTimeout, maxMessageSize, messages (or remove session)'],
+  calendar_window_without_fixed_window: [
+    '5:40 routes[0].limits[0].window: "1mo" is a calendar period, which only fixed-window counts (set algorithm: fixed-window on this limit, or use a duration such as 7d)',
+  ],
+  sliding_log_with_cost: [
+    '6:49 routes[0].limits[0].cost: sliding-log keeps one entry per request and cannot weigh requests or give them back; use fixed-window, sliding-window or token-bucket with cost',
+  ],
+  concurrent_with_window: [
+    '5:42 routes[0].limits[0].window: does not apply to a concurrency limit (concurrent: N counts requests in flight; it takes the place of limit and window and has no window)',
+  ],
+  cost_above_limit: ['5:47 routes[0].limits[0].cost: 10 is above the limit (5): no request could ever be admitted'],
+  misspelled_top_level_key: ['1:1 unknown key "upsteam" (did you mean "upstream"?)'],
+  unknown_store_type: ['2:9 store.type: must be one of memory, redis, got "postgres"'],
+  boolean_as_text: ['2:11 log.access: must be true or false, got "yes"'],
+  size_without_unit: ['4:28 routes[0].guards.maxBodySize: a size needs a unit: write 1024b, 1024kb, ... (use 512b, 64kb, 1mb)'],
+  route_without_match: ['2:5 routes[0].match: is required'],
+  responses_format_unknown: ['2:11 responses.format: must be one of envelope, problem, got "json"'],
+  ipv6_prefix_not_a_number: [
+    '2:15 clientIp.ipv6Prefix: must be an integer from 0 to 128, got "64" (quoted values are text: remove the quotes)',
+  ],
 };
 
 describe('each invalid fixture reports its problems at FILE:LINE:COL', () => {
@@ -326,6 +345,7 @@ test('the full fixture loads to the exact PolicyConfig, defaults included', () =
     },
     log: { access: true },
     paths: { escapedSlashes: 'decode' },
+    responses: { format: 'problem' },
   };
   assert.deepStrictEqual(policy.config, expected);
   assert.deepEqual(policy.warnings, []);
@@ -344,6 +364,7 @@ test('a minimal policy gets every default from types.ts', () => {
     store: { type: 'memory', memory: { maxKeys: 1_000_000, maxBlocks: 100_000 } },
     log: { access: false },
     paths: { escapedSlashes: 'decode' },
+    responses: { format: 'envelope' },
   } satisfies PolicyConfig);
 });
 
@@ -389,7 +410,7 @@ describe('warnings do not stop a load', () => {
   test('a short HS secret', () => {
     const policy = load(fixture('short_jwt_secret'), {});
     assert.deepEqual(policy.warnings.map((w) => `${w.line}:${w.col} ${w.message}`), [
-      '3:13 identity.jwt.secret: JWT secret is shorter than 32 bytes; use at least 32 random bytes',
+      '4:13 identity.jwt.secret: JWT secret is shorter than 32 bytes; use at least 32 random bytes',
     ]);
   });
 
@@ -397,7 +418,7 @@ describe('warnings do not stop a load', () => {
     const policy = load(fixture('redis_section_with_memory_store'), {});
     assert.equal(policy.config.store.type, 'memory');
     assert.deepEqual(policy.warnings.map((w) => `${w.line}:${w.col} ${w.message}`), [
-      '4:5 store.redis: is ignored because store.type is memory; set store.type: redis to use it',
+      '5:5 store.redis: is ignored because store.type is memory; set store.type: redis to use it',
     ]);
   });
 });

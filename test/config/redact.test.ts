@@ -13,6 +13,7 @@ function policy(): PolicyConfig {
       header: 'x-user-id',
     },
     paths: { escapedSlashes: 'decode' },
+    responses: { format: 'envelope' },
     allow: { ips: [], users: ['bot'] },
     defaults: { algorithm: 'sliding-window', mode: 'enforce' },
     routes: [{ id: 'api', match: { path: '/api/*', caseSensitive: false }, limits: [{ by: 'ip', limit: 5, windowMs: 1000, for: 'any' }] }],

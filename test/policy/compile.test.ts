@@ -23,6 +23,7 @@ function policy(routes: RouteConfig[], overrides: Partial<PolicyConfig> = {}): P
     store: { type: 'memory', memory: { maxKeys: 1_000_000, maxBlocks: 100_000 } },
     log: { access: false },
     paths: { escapedSlashes: 'decode' },
+    responses: { format: 'envelope' },
     ...overrides,
   };
 }
