@@ -201,10 +201,12 @@ export class MemoryStore implements RateLimitStore, StoreAdmin {
         this.#consume(check, limit, entries[i], records[i], now);
         outcomes[i] = outcome(check.max, verdict, 0, false, now, 0);
       } else if (blockedUntil[i] === 0 && !verdict.allowed && limit.blockMs > 0) {
-        const block = blockFor(limit, records[i], now);
+        // Read afresh: an earlier check of this decision on the same key may have written it.
+        const entry = this.#counters.get(check.key);
+        const block = blockFor(limit, entry?.block ?? this.#blocks.get(check.key), now);
         const until = now + block.ms;
         const forgetAt = limit.blocks === null ? until : until + limit.forgetAfterMs;
-        this.#setBlock(check.key, { until, strike: block.strike, forgetAt, manual: false, reason: '' }, entries[i], now);
+        this.#setBlock(check.key, { until, strike: block.strike, forgetAt, manual: false, reason: '' }, entry, now);
         outcomes[i] = outcome(check.max, verdict, until, true, now, block.strike);
       } else {
         const byOperator = manual && blockedUntil[i] !== 0 && records[i]?.manual === true;
@@ -258,6 +260,8 @@ export class MemoryStore implements RateLimitStore, StoreAdmin {
     const algorithm = ALGORITHMS[limit.algorithm];
     const { max } = check;
     const window = windowAt(limit, now, this.#window);
+    // A key new to the store that this decision checks twice: the first consume made its entry.
+    if (entry === undefined) entry = this.#counters.get(check.key);
     const current = entry !== undefined && entry.expiresAt > now ? entry.state : undefined;
     const state = algorithm.consume(current, max, window.windowMs, now, limit.take, window.start);
     this.#store(check.key, entry, state, now + algorithm.ttlMs(state, max, window.windowMs, now, window.start), record ?? null);
