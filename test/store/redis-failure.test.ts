@@ -24,7 +24,8 @@ import { DEFAULT_BREAKER } from '../../src/store/redis/breaker.js';
 import { StoreUnavailableError } from '../../src/store/types.js';
 import type { LimitCheck, StoreDecision } from '../../src/store/types.js';
 import { freePort } from '../helpers/ports.js';
-import { limitFixture, openRedisStore, redisStoreConfig, requireRedisServer, spawnRedis, testPrefix, waitUntilShared } from '../helpers/redis.js';
+import { checkOf, concurrencyLimit } from '../helpers/limits.js';
+import { limitFixture, openRedisStore, rawCommand, redisStoreConfig, requireRedisServer, spawnRedis, testPrefix, waitUntilShared } from '../helpers/redis.js';
 import type { SpawnedRedis } from '../helpers/redis.js';
 import { LogCapture } from '../helpers/tollgate.js';
 import { eventually, settledAtOnce, withDeadline } from '../helpers/wait.js';
@@ -346,5 +347,31 @@ describe('redis store: close', () => {
     await withDeadline(store.close(), 1_000 + 2_000, 'close() with Redis hung');
     const limit = limitFixture({ routeId: 'closed', limit: 1, windowMs: DAY_MS, algorithm: 'fixed-window' });
     await assert.rejects(async () => store.decide([check(limit, 'c')], Date.now()), StoreUnavailableError);
+  });
+});
+
+describe('redis store: a decision whose answer is lost', () => {
+  it('gives back the concurrency slot its script took once Redis answers again, instead of holding it for a lease', async (t) => {
+    const server = await spawned(t);
+    if (server === undefined) return;
+    const prefix = testPrefix('lost-lease');
+    const { store } = open(t, redisStoreConfig(server, { prefix, timeoutMs: TIMEOUT_MS, onError: 'deny', slotLeaseMs: 60_000 }));
+    await waitUntilShared((c, n) => store.decide(c, n));
+    const slot = concurrencyLimit({ routeId: 'lost', by: 'user', concurrent: 1 });
+    const one = checkOf(slot, 'u:alice');
+
+    // The script reaches the frozen server's socket; the decision ends at the deadline.
+    server.pause();
+    const lost = await withDeadline(classify(store.decide([one], Date.now())), 5_000, 'a decision while Redis is frozen');
+    assert.equal(lost, 'unavailable', 'onError deny refuses when the answer does not come');
+    server.resume();
+
+    // Redis runs the late script (taking the lease), then the release the store queued behind it.
+    await eventually(() => !store.degraded, { what: 'the store to be healthy again', timeoutMs: SETTLE_MS, intervalMs: 10 });
+    await withDeadline(store.settled(), 5_000, 'the queued release');
+    const held = await rawCommand(server.host, server.port, `ZCARD ${prefix}${one.key}`);
+    assert.equal(held.trim(), ':0', 'no lease is left behind by the lost decision');
+    const next = await withDeadline(Promise.resolve(store.decide([one], Date.now())), 5_000, 'the next decision');
+    assert.equal(next.allowed, true, 'the slot is free for the next request');
   });
 });

@@ -85,6 +85,16 @@ export class Settler {
     this.#schedule();
   }
 
+  /**
+   * A decide call whose answer never came (timed out, failed, unreadable) may still have
+   * taken lease `member` on `key` in Redis: give it back now rather than leave the slot
+   * taken for a whole lease. Removing a member that was never added is harmless.
+   */
+  abandon(key: string, member: string): void {
+    this.#held.set(member, key);
+    this.release(member);
+  }
+
   /** Add `delta` units to the state at `key` (full key) as counted at `at` under `spec` (batched). */
   adjust(key: string, spec: string, at: number, delta: number): void {
     if (this.#closed) return;

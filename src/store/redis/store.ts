@@ -398,6 +398,7 @@ class RedisRateLimitStore implements RedisStore {
     const expire = (): void => {
       if (settled) return;
       settled = true;
+      this.#abandonLeases(batch, batchId);
       this.#failBatch(batch, new Error(`redis timed out after ${this.#timeoutMs}ms`));
     };
     // After a turn that ran past the budget (a burst, a GC pause) this timer fires in the
@@ -414,6 +415,7 @@ class RedisRateLimitStore implements RedisStore {
         try {
           decisions = this.#fromReply(batch, checks, value, batchId);
         } catch (error) {
+          this.#abandonLeases(batch, batchId);
           this.#failBatch(batch, error);
           return;
         }
@@ -425,9 +427,23 @@ class RedisRateLimitStore implements RedisStore {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        this.#abandonLeases(batch, batchId);
         this.#failBatch(batch, error);
       },
     );
+  }
+
+  /**
+   * The script of a batch was sent but its answer is lost: any lease it took (member
+   * "<batch>:<decision>:<check>", as #decision names them) is given back.
+   */
+  #abandonLeases(batch: readonly PendingDecision[], batchId: string): void {
+    for (let d = 0; d < batch.length; d++) {
+      const checks = batch[d].checks;
+      for (let i = 0; i < checks.length; i++) {
+        if (checks[i].limit.type === 'concurrent') this.#settler.abandon(this.#prefix + checks[i].key, `${batchId}:${d + 1}:${i + 1}`);
+      }
+    }
   }
 
   /** The batch failed: one failure for the breaker and metrics; each decision follows onError. */
