@@ -35,7 +35,8 @@ export interface LoadResult {
 }
 
 async function runWrk(o: LoadOptions): Promise<LoadResult> {
-  const args = ['-t1', `-c${o.connections}`, `-d${o.durationS}s`, '-s', WRK_SCRIPT];
+  // wrk reads whole seconds only (`-d1.5s` is a usage error).
+  const args = ['-t1', `-c${o.connections}`, `-d${Math.max(1, Math.round(o.durationS))}s`, '-s', WRK_SCRIPT];
   for (const [name, value] of Object.entries(o.headers ?? {})) args.push('-H', `${name}: ${value}`);
   args.push(o.url);
   // Each connection waits `delay` before each request: connections / delay ~ rate.
