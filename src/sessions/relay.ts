@@ -25,6 +25,12 @@ type Side = typeof CLIENT | typeof UPSTREAM;
 const SIDE: readonly CloseReason[] = ['client', 'upstream'];
 
 /** Frames that break RFC 6455: what each side is told. */
+/**
+ * A relay holds a message until it is whole: without `maxMessageSize` (and for what the
+ * upstream sends) messages are still bounded, at ws's own default `maxPayload`, so one
+ * endless message cannot exhaust memory.
+ */
+export const MESSAGE_BYTES_BOUND = 100 * 1024 * 1024;
 const CLIENT_PROTOCOL_ERROR = { client: 1002, upstream: UPSTREAM_CLOSE_CODE, reason: 'protocol error' };
 const UPSTREAM_PROTOCOL_ERROR = { client: 1014, upstream: 1002, reason: 'upstream protocol error' };
 
@@ -93,8 +99,8 @@ export class SessionRelay implements Tunnel {
     this.#lastData = this.#startedAt;
     const compressed = negotiatedDeflate(sockets.extensions);
     this.#receivers = [
-      createReceiver({ fromClient: true, maxPayload: session.maxMessageBytes ?? 0, compressed, onCompressed: () => (this.#compressedNext[CLIENT] = true) }),
-      createReceiver({ fromClient: false, maxPayload: 0, compressed, onCompressed: () => (this.#compressedNext[UPSTREAM] = true) }),
+      createReceiver({ fromClient: true, maxPayload: session.maxMessageBytes ?? MESSAGE_BYTES_BOUND, compressed, onCompressed: () => (this.#compressedNext[CLIENT] = true) }),
+      createReceiver({ fromClient: false, maxPayload: MESSAGE_BYTES_BOUND, compressed, onCompressed: () => (this.#compressedNext[UPSTREAM] = true) }),
     ];
   }
 

@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { after, afterEach, before, describe, it } from 'node:test';
 import { OPCODE_TEXT, frame } from '../../src/sessions/frames.js';
-import { SessionRelay } from '../../src/sessions/relay.js';
+import { MESSAGE_BYTES_BOUND, SessionRelay } from '../../src/sessions/relay.js';
 import type { CloseReason, CompiledSession, TunnelStats } from '../../src/sessions/types.js';
 import { ManualClock } from '../helpers/session-clock.js';
 import { startEchoUpstream, type EchoUpstream } from '../helpers/upstream.js';
@@ -168,6 +168,24 @@ describe('SessionRelay', () => {
     assert.deepEqual(await within(client.closed, 3000, 'client close'), { code: 1009, reason: 'message too big' });
     assert.deepEqual(server.messages.map((m) => m.data.length), [1000], 'no fragment of the larger message reached the upstream');
     assert.equal((await closed()).reason, 'message_size');
+  });
+
+  it('without maxMessageSize a message is still bounded (MESSAGE_BYTES_BOUND): a frame declaring 8 GiB closes with 1009 at its header', async () => {
+    const relayed = await relayFront(upstream.url, { idleTimeoutMs: 60_000 }, new ManualClock());
+    front = relayed.front;
+    const raw = await openRawClient(Number(new URL(relayed.front.url).port), '/ws/unbounded');
+    // FIN + binary, masked, 64-bit length 2^33, mask key; no payload follows.
+    const header = Buffer.alloc(14);
+    header[0] = 0x82;
+    header[1] = 0x80 | 127;
+    header.writeBigUInt64BE(2n ** 33n, 2);
+    raw.socket.write(header);
+    await within(raw.ended, 3000, 'the relay to end the connection');
+    const close = raw.received();
+    assert.equal(close[0], 0x88, 'a close frame came back');
+    assert.equal(close.readUInt16BE(2), 1009);
+    assert.equal((await relayed.closed()).reason, 'message_size');
+    assert.ok(MESSAGE_BYTES_BOUND < 2 ** 33);
   });
 
   it('drain(): 1001 "server shutting down" both ways; the sockets end after both handshakes', async () => {
