@@ -61,9 +61,11 @@ export class UpgradeForwarder {
       headers: options.headers,
     });
     let settled = false;
+    let outcome: 'open' | 'timeout' | 'unavailable' | 'rejected' | 'cancelled' | undefined;
     const settle = (result: 'open' | 'timeout' | 'unavailable' | 'rejected', status: number): boolean => {
       if (settled) return false;
       settled = true;
+      outcome = result;
       clearTimeout(timer);
       options.onResult(result, status);
       return true;
@@ -83,6 +85,7 @@ export class UpgradeForwarder {
     const cancel = (): void => {
       if (settled) return;
       settled = true;
+      outcome = 'cancelled';
       clearTimeout(timer);
       request.destroy();
       socket.destroy();
@@ -91,7 +94,9 @@ export class UpgradeForwarder {
     socket.once('close', cancel);
     request.on('error', () => {
       if (settle('unavailable', 502)) return;
-      socket.destroy();
+      // A failure mid-relay ends the client's socket too; after a timeout the 504 being
+      // written ends it (the error is only our own destroy, a tick later).
+      if (outcome === 'open' || outcome === 'rejected') socket.destroy();
     });
     request.on('response', (res) => {
       // The upstream refused the upgrade: relay its answer and close.
