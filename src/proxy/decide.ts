@@ -168,7 +168,8 @@ function limit(
     const refusal = checkAccess(guards, req.method ?? 'GET', req.headers, identity);
     if (refusal !== null) return refuse(deps, requestId, route, client, identity, refusal, body, null);
   }
-  if (policy.allow.isAllowed(client, identity)) {
+  // A route without limits (guards or sessions only) has nothing to ask the store.
+  if (route.limits.length === 0 || policy.allow.isAllowed(client, identity)) {
     return { requestId, route, client, identity, verdict: NO_LIMIT, decision: 'bypassed', now: 0, refusal: null, preflight: null, body };
   }
   const checks = buildChecks(route, client, identity, req.headers);
