@@ -38,9 +38,15 @@ interface BlockRecord {
  * record while one is known (the same object the blocks LRU holds).
  */
 interface Entry {
-  /** The algorithm's state; no history once `expiresAt` has passed. */
+  /** The algorithm's state; no history once expired. */
   state: object | undefined;
-  expiresAt: number;
+  /**
+   * When the state expires, in whole seconds (rounded up) since the store's epoch: a
+   * small integer V8 keeps in the object itself, where a ms timestamp would need a heap
+   * number of its own per key. A state kept up to 1 s past its TTL decides as no state
+   * would (the TTL only bounds how long a state can matter).
+   */
+  expires: number;
   block: BlockRecord | null;
 }
 
@@ -104,6 +110,8 @@ export class MemoryStore implements RateLimitStore, StoreAdmin {
   /** Held slots per key; a key without slots has no entry. */
   readonly #slots = new Map<string, number>();
   readonly #clock: () => number;
+  /** Origin of entries' `expires` (whole seconds). */
+  readonly #epochMs: number;
   readonly #window: WindowAt = { windowMs: 0, start: undefined };
   /** Per check of the decision being made, reused (decide is synchronous and not re-entered). */
   readonly #verdicts: Verdict[] = [];
@@ -115,9 +123,10 @@ export class MemoryStore implements RateLimitStore, StoreAdmin {
     const onEvict = options.onEvict;
     const clock = options.clock;
     this.#clock = clock;
+    this.#epochMs = Math.floor(clock() / 1000) * 1000;
     this.#counters = new LRUCache<string, Entry>({
       max: options.maxKeys,
-      dispose: onEvict ? (entry, _k, reason) => reason === 'evict' && entry.expiresAt > clock() && onEvict('counters') : undefined,
+      dispose: onEvict ? (entry, _k, reason) => reason === 'evict' && this.#live(entry, clock()) && onEvict('counters') : undefined,
     });
     this.#blocks = new LRUCache<string, BlockRecord>({
       max: options.maxBlocks,
@@ -176,7 +185,7 @@ export class MemoryStore implements RateLimitStore, StoreAdmin {
         blockedUntil[i] = until > now ? until : 0;
         if (blockedUntil[i] !== 0 && record!.manual) manual = true;
         windowAt(limit, now, window);
-        const state = entry !== undefined && entry.expiresAt > now ? entry.state : undefined;
+        const state = entry !== undefined && this.#live(entry, now) ? entry.state : undefined;
         verdict = ALGORITHMS[limit.algorithm].peek(state, check.max, window.windowMs, now, limit.need, limit.take, window.start);
         if (limit.settles) settling = true;
       }
@@ -249,7 +258,7 @@ export class MemoryStore implements RateLimitStore, StoreAdmin {
     const now = this.#clock();
     const window = windowAt(limit, takenAt, this.#window);
     const entry = this.#counters.get(check.key);
-    const current = entry !== undefined && entry.expiresAt > now ? entry.state : undefined;
+    const current = entry !== undefined && this.#live(entry, now) ? entry.state : undefined;
     const state = algorithm.adjust(current, check.max, window.windowMs, now, delta, takenAt, window.start);
     if (state === undefined) return;
     // The TTL of the window the units went to (the same length for all but calendar periods).
@@ -262,7 +271,7 @@ export class MemoryStore implements RateLimitStore, StoreAdmin {
     const window = windowAt(limit, now, this.#window);
     // A key new to the store that this decision checks twice: the first consume made its entry.
     if (entry === undefined) entry = this.#counters.get(check.key);
-    const current = entry !== undefined && entry.expiresAt > now ? entry.state : undefined;
+    const current = entry !== undefined && this.#live(entry, now) ? entry.state : undefined;
     const state = algorithm.consume(current, max, window.windowMs, now, limit.take, window.start);
     this.#store(check.key, entry, state, now + algorithm.ttlMs(state, max, window.windowMs, now, window.start), record ?? null);
   }
@@ -270,17 +279,25 @@ export class MemoryStore implements RateLimitStore, StoreAdmin {
   /** Writes a state into the key's entry (algorithms mutate states in place: a known key needs no set). */
   #store(key: string, entry: Entry | undefined, state: object, expiresAt: number, block: BlockRecord | null): void {
     if (entry === undefined) {
-      this.#counters.set(key, { state, expiresAt, block: block ?? this.#blocks.get(key) ?? null });
+      this.#counters.set(key, { state, expires: this.#expires(expiresAt), block: block ?? this.#blocks.get(key) ?? null });
       return;
     }
     entry.state = state;
-    entry.expiresAt = expiresAt;
+    entry.expires = this.#expires(expiresAt);
+  }
+
+  #expires(expiresAt: number): number {
+    return Math.ceil((expiresAt - this.#epochMs) / 1000);
+  }
+
+  #live(entry: Entry, now: number): boolean {
+    return this.#epochMs + entry.expires * 1000 > now;
   }
 
   /** The key's counter state as of `now` (undefined once expired), without touching recency. */
   #stateOf(key: string, now: number): object | undefined {
     const entry = this.#counters.peek(key);
-    return entry !== undefined && entry.expiresAt > now ? entry.state : undefined;
+    return entry !== undefined && this.#live(entry, now) ? entry.state : undefined;
   }
 
   /** The key's block record: its entry's, else the blocks LRU's. */
