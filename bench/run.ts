@@ -50,7 +50,7 @@ interface Plan {
 
 const FULL: Plan = {
   rounds: 5,
-  featureRounds: 3,
+  featureRounds: 4,
   featureDurationS: 2,
   wsRounds: 3,
   wsDurationS: 2,
