@@ -76,9 +76,15 @@ local function tagOf(st) if st.man then return 'm' end return 'b' end
 local function store(key, st, ttl)
   local blk = st.blk
   local v
-  if st[3] == nil then v = format('%s%.17g %.17g %.17g', tagOf(st), blk, st[1], st[2])
-  else v = format('%s%.17g %.17g %.17g %.17g', tagOf(st), blk, st[1], st[2], st[3]) end
-  if blk > now and blk - now > ttl then ttl = blk - now end
+  if blk == 0 then
+    -- The common case (counted, so no block runs): no tag or block to format.
+    if st[3] == nil then v = format('b0 %.17g %.17g', st[1], st[2])
+    else v = format('b0 %.17g %.17g %.17g', st[1], st[2], st[3]) end
+  else
+    if st[3] == nil then v = format('%s%.17g %.17g %.17g', tagOf(st), blk, st[1], st[2])
+    else v = format('%s%.17g %.17g %.17g %.17g', tagOf(st), blk, st[1], st[2], st[3]) end
+    if blk > now and blk - now > ttl then ttl = blk - now end
+  end
   call('SET', key, v, 'PX', ceil(ttl + slack))
 end
 -- Starts a block on a string state (manual: an operator's): the counts are kept as they
@@ -112,15 +118,14 @@ local function indexAdd(idx, untilMs, key)
   if call('PTTL', idx) < ttl then call('PEXPIRE', idx, ttl) end
 end
 -- Counting happens only when no limit of the decision is blocked: the stored block
--- (if any) has ended, so it is dropped.
-local function store2(key, a, b, ttl)
-  local st = {a, b, blk = 0}
-  states[key] = st
+-- (if any) has ended, so it is dropped. st is the key's loaded state, updated in place
+-- (a new table per write cost more than the write).
+local function store2(key, st, a, b, ttl)
+  st[1], st[2], st[3], st.blk, st.man = a, b, nil, 0, false
   store(key, st, ttl)
 end
-local function store3(key, a, b, c, ttl)
-  local st = {a, b, c, blk = 0}
-  states[key] = st
+local function store3(key, st, a, b, c, ttl)
+  st[1], st[2], st[3], st.blk, st.man = a, b, c, 0, false
   store(key, st, ttl)
 end
 
@@ -170,7 +175,7 @@ end
 local function fwConsume(key, st, start, w, take)
   local count = 0
   if st[1] == start then count = st[2] end
-  store2(key, start, count + take, max(1, start + w - now))
+  store2(key, st, start, count + take, max(1, start + w - now))
 end
 local function fwAdjust(key, st, takenStart, w, delta)
   if st[1] ~= takenStart then return end
@@ -207,7 +212,7 @@ local function swPeek(st, mx, w, need, take)
 end
 local function swConsume(key, st, w, take)
   local start, cur, prev = swRotate(st, w)
-  store3(key, start, cur + take, prev, max(1, start + 2 * w - now))
+  store3(key, st, start, cur + take, prev, max(1, start + 2 * w - now))
 end
 local function swAdjust(key, st, w, delta, takenAt)
   if st[1] == nil then return end
@@ -244,13 +249,13 @@ local function tbConsume(key, st, mx, w, take)
   local units = tbAvailable(st, mx, w) - take * w
   local at = now
   if st[1] ~= nil then at = max(now, st[2]) end
-  store2(key, units, at, tbTtl(units, at, mx, w))
+  store2(key, st, units, at, tbTtl(units, at, mx, w))
 end
 local function tbAdjust(key, st, mx, w, delta)
   local units = min(mx * w, tbAvailable(st, mx, w) - delta * w)
   if st[1] == nil then
     -- No state is a full bucket: a give-back changes nothing, a charge starts from full.
-    if delta > 0 then store2(key, units, now, tbTtl(units, now, mx, w)) end
+    if delta > 0 then store2(key, st, units, now, tbTtl(units, now, mx, w)) end
     return
   end
   local at = max(now, st[2])
@@ -339,7 +344,9 @@ local out = {''}
 
 -- Per check of the decision being run, reused across decisions (entries 1..n are
 -- written before they are read): allocating them per decision cost ~6% of the script.
-local passed, verdicts, blocked, manual, checks, keys, blockKeys, strikeKeys, starts, widths = {}, {}, {}, {}, {}, {}, {}, {}, {}, {}
+local passed, remainings, resets, retries, counts, blocked, manual, checks, keys, blockKeys, strikeKeys, starts, widths = {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}, {}
+-- Reply entries written so far (out[1] is the server's now).
+local outN = 1
 
 -- One decision: its keys start after KEYS[k], its checks' args at ARGV[a]. Returns an
 -- error reply, or nil and the index of its last key.
@@ -383,8 +390,7 @@ local function decide(k, a, n, rid, shadow, indexed)
     elseif code == 'sl' then ok, remaining, resetAt, retry, count = slPeek(key, mx, w)
     elseif code == 'cc' then ok, remaining, resetAt, retry, count = ccPeek(key, mx)
     else return redis.error_reply('tollgate: unknown algorithm ' .. tostring(code)) end
-    passed[i] = ok
-    verdicts[i] = format('%d %d %.17g %.17g %d', ok, remaining, resetAt, retry, count)
+    passed[i], remainings[i], resets[i], retries[i], counts[i] = ok, remaining, resetAt, retry, count
     if blocked[i] ~= 0 or ok == 0 then allowed = false end
   end
 
@@ -418,8 +424,8 @@ local function decide(k, a, n, rid, shadow, indexed)
     elseif manual[i] then
       started = 2
     end
-    out[#out + 1] = verdicts[i]
-    out[#out + 1] = format('%.17g %d %d', blocked[i], started, strike)
+    outN = outN + 1
+    out[outN] = format('%d %d %.17g %.17g %d %.17g %d %d', passed[i], remainings[i], resets[i], retries[i], counts[i], blocked[i], started, strike)
   end
   return nil, k
 end
@@ -723,10 +729,10 @@ return redis.call('ZCARD', KEYS[1])
 
 /** sha1 of each script (what EVALSHA sends); pinned so a stale edit is caught offline. */
 export const SCRIPT_SHA1 = Object.freeze({
-  decide: 'd6cea323273a566fe0b01bb8f124bffa743844b7',
+  decide: '7ed33f8c3c0969f0bcb6eaef1e4f9bb1f3e448ef',
   heartbeat: '56f1982dd4dd0c0603bab9afbcd52b25bd1db1e4',
-  settle: 'c033e362b2815e31737c8c6c708881c79e73d537',
+  settle: '3522ba9a7563163ce37b5bb24e86926aba246d8e',
   renew: '774219d5e307ccfb77d529a5c899e0b4ae35fdf6',
-  admin: '2fb84c38759f98784353e8b29f589180f48b4ad5',
+  admin: '56310083df0a1459b22d7bb7301137a3b9bd4d3a',
   blocks: 'a30489f7113d0289c0035a2b18438c4f1b719656',
 });
