@@ -125,6 +125,9 @@ describe('a replica that dies holding slots', () => {
     const killedAt = performance.now();
     dying.signal('SIGKILL');
     await dying.waitForExit();
+    // The dead replica's five requests leave the upstream as their sockets close; until
+    // then a held count of 1 would not mean a new admission.
+    await eventually(() => upstream.held.length === 0, { what: "the dead replica's requests to leave the upstream", timeoutMs: 5_000 });
     // Ask until one request is let through (the gated upstream then holds it); refusals come back at once.
     const admitted = await eventually(
       async () => {
