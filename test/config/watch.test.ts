@@ -50,16 +50,23 @@ describe('watchConfigFile', () => {
     await eventually(() => changes === 2, { what: 'the second change' });
   });
 
-  test('close() cancels a pending call and stops watching', async () => {
+  test('close() cancels a pending call and stops watching', async (t) => {
     const file = path.join(dir, 'closed.yaml');
     writeFileSync(file, 'a: 1\n');
     let changes = 0;
-    const watcher = watchConfigFile(file, () => changes++, { debounceMs: 50 });
+    const watcher = watchConfigFile(file, () => changes++, { debounceMs: 600 });
+    // A second watcher of the same file with a short period: once it has been called, the
+    // first has seen the event too and its call is pending (due 600 ms after it).
+    let seen = 0;
+    const control = watchConfigFile(file, () => seen++, { debounceMs: 20 });
+    t.after(() => control.close());
     writeFileSync(file, 'a: 2\n');
+    await eventually(() => seen > 0, { what: 'the control watcher to see the edit' });
     watcher.close();
     writeFileSync(file, 'a: 3\n');
-    await sleep(200); // four debounce periods: a call that was going to come has come
-    assert.equal(changes, 0);
+    await eventually(() => seen > 1, { what: 'the control watcher to see the second edit' });
+    await sleep(900); // past the pending call's due time
+    assert.equal(changes, 0, 'the pending call was cancelled and nothing after close() was watched');
   });
 
   // fs.watch throws synchronously for ENOSPC (inotify limit) and EACCES too; neither can be

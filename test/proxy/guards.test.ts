@@ -5,7 +5,6 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { SignJWT } from 'jose';
-import WebSocket from 'ws';
 import { sampleSum, scrape } from '../helpers/metrics.js';
 
 /** A counter's sum over the samples with these labels; 0 before its first increment. */
@@ -15,7 +14,7 @@ function metricTotal(text: string, name: string, labels: Record<string, string>)
 }
 import { startTollgate, writePolicy, type TestTollgate } from '../helpers/tollgate.js';
 import { startEchoUpstream, type EchoUpstream } from '../helpers/upstream.js';
-import { bearer, echo, envelope, JWT_SECRET, rawConnect, request, type RequestOptions } from '../helpers/http.js';
+import { bearer, echo, envelope, JWT_SECRET, openWebSocket, rawConnect, request, roundTrip, type RequestOptions } from '../helpers/http.js';
 
 const SCHEMA = fileURLToPath(new URL('../fixtures/config/schemas/token-request.json', import.meta.url));
 const APP = 'https://app.example.com';
@@ -386,30 +385,17 @@ describe('guards through the proxy', { timeout: 60_000 }, () => {
   it('WebSocket upgrades: a disallowed origin is refused before the upstream, an allowed one echoes', async () => {
     const wsUrl = `${tg.url.replace('http:', 'ws:')}/ws/live`;
     const before = upstream.seen.length;
-    const refused = await new Promise<number>((resolve, reject) => {
-      const ws = new WebSocket(wsUrl, { origin: 'https://evil.example', localAddress: '127.0.1.19' });
-      ws.once('unexpected-response', (_req, res) => {
-        resolve(res.statusCode ?? 0);
-        res.resume();
-      });
-      ws.once('open', () => reject(new Error('opened')));
-      ws.once('error', () => {});
-    });
-    assert.equal(refused, 403);
+    const refused = await openWebSocket(wsUrl, { from: '127.0.1.19', headers: { origin: 'https://evil.example' } });
+    if ('ws' in refused) refused.ws.terminate();
+    assert.ok('refused' in refused, 'the disallowed origin was refused');
+    assert.equal(refused.refused.statusCode, 403);
     assert.equal(upstream.seen.length, before);
-    const ws = new WebSocket(wsUrl, { origin: APP, localAddress: '127.0.1.19' });
+    const allowed = await openWebSocket(wsUrl, { from: '127.0.1.19', headers: { origin: APP } });
+    assert.ok('ws' in allowed, 'the allowed origin opened');
     try {
-      await new Promise((resolve, reject) => {
-        ws.once('open', resolve);
-        ws.once('error', reject);
-      });
-      const echoed = await new Promise<string>((resolve) => {
-        ws.once('message', (data) => resolve(String(data)));
-        ws.send('hello');
-      });
-      assert.equal(echoed, 'hello');
+      assert.equal(await roundTrip(allowed.ws, 'hello'), 'hello');
     } finally {
-      ws.terminate();
+      allowed.ws.terminate();
     }
   });
 });

@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import WebSocket from 'ws';
 import { startTollgate, type TestTollgate } from '../helpers/tollgate.js';
 import { startEchoUpstream, type EchoUpstream } from '../helpers/upstream.js';
-import { bearer, echo, envelope, JWT_SECRET, rawConnect, request, statuses } from '../helpers/http.js';
+import { bearer, echo, envelope, JWT_SECRET, openWebSocket, rawConnect, request, statuses } from '../helpers/http.js';
 
 // 127.0.0.1 is the trusted proxy; every other 127.x.y.z is an untrusted client with its own counters.
 const POLICY = `
@@ -159,12 +158,10 @@ describe('header hygiene through the proxy', { timeout: 60_000 }, () => {
   });
 
   it('WebSocket handshakes get the same hygiene', async () => {
-    const ws = new WebSocket(`${tg.url.replace('http:', 'ws:')}/ws/live`, { localAddress: '127.0.4.4', headers: { ...spoofed, ...(await bearer('bob')) } });
+    const handshake = await openWebSocket(`${tg.url.replace('http:', 'ws:')}/ws/live`, { from: '127.0.4.4', headers: { ...spoofed, ...(await bearer('bob')) } });
+    assert.ok('ws' in handshake, 'the handshake opened');
+    const ws = handshake.ws;
     try {
-      await new Promise((resolve, reject) => {
-        ws.once('open', resolve);
-        ws.once('error', reject);
-      });
       const seen = upstream.seen.findLast((s) => s.url === '/ws/live')!.headers;
       assert.equal(seen['x-real-ip'], '127.0.4.4');
       assert.equal(seen.forwarded, undefined);

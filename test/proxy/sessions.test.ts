@@ -152,14 +152,17 @@ describe('WebSocket session limits through Tollgate', () => {
 
   it('idleTimeout: data either way keeps it open; it closes after the last data', async () => {
     const { client, server } = await connect('/ws/idle');
-    // 800 ms of activity, alternating sides every 100 ms, against a 400 ms idle timeout.
-    for (let i = 0; i < 8; i++) {
+    // 600+ ms of activity, alternating sides every 50 ms, against a 400 ms idle timeout
+    // (gaps far below it, so a loaded box's stalls do not close the session early).
+    const activeFrom = Date.now();
+    for (let i = 0; i < 12; i++) {
       if (i % 2 === 0) client.ws.send(`c${i}`);
       else server.ws.send(`u${i}`);
       await client.next();
-      await new Promise((r) => setTimeout(r, 100));
+      await new Promise((r) => setTimeout(r, 50));
     }
-    assert.equal(client.ws.readyState, client.ws.OPEN, 'still open after 800 ms of activity');
+    assert.ok(Date.now() - activeFrom > 400, 'the activity outlasted the idle timeout');
+    assert.equal(client.ws.readyState, client.ws.OPEN, 'still open after the activity');
     const quietFrom = Date.now();
     assert.deepEqual(await within(client.closed, 3000, 'client close'), { code: 1001, reason: 'idle timeout' });
     assert.ok(Date.now() - quietFrom >= 250, `closed ${Date.now() - quietFrom} ms after the last data`);
