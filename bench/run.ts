@@ -54,7 +54,7 @@ const FULL: Plan = {
   featureDurationS: 2,
   wsRounds: 3,
   wsDurationS: 2,
-  latencyRounds: 5,
+  latencyRounds: 4,
   durationS: 3,
   warmupS: 1,
   latencyS: 3,
