@@ -24,13 +24,13 @@ type Side = typeof CLIENT | typeof UPSTREAM;
 /** The reason when a side closed (or ended) first. */
 const SIDE: readonly CloseReason[] = ['client', 'upstream'];
 
-/** Frames that break RFC 6455: what each side is told. */
 /**
  * A relay holds a message until it is whole: without `maxMessageSize` (and for what the
  * upstream sends) messages are still bounded, at ws's own default `maxPayload`, so one
  * endless message cannot exhaust memory.
  */
 export const MESSAGE_BYTES_BOUND = 100 * 1024 * 1024;
+/** Frames that break RFC 6455: what each side is told. */
 const CLIENT_PROTOCOL_ERROR = { client: 1002, upstream: UPSTREAM_CLOSE_CODE, reason: 'protocol error' };
 const UPSTREAM_PROTOCOL_ERROR = { client: 1014, upstream: 1002, reason: 'upstream protocol error' };
 

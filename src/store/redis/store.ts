@@ -123,6 +123,14 @@ export function createRedisStore(options: RedisStoreOptions): RedisStore {
   return new RedisRateLimitStore(options);
 }
 
+/**
+ * The lease the decide script takes for check `check` of decision `decision` (0-based) of
+ * batch `batchId`: the script names it "<batch>:<decision>:<check>", 1-based as Lua counts.
+ */
+function leaseMember(batchId: string, decision: number, check: number): string {
+  return `${batchId}:${decision + 1}:${check + 1}`;
+}
+
 class RedisRateLimitStore implements RedisStore {
   readonly kind = 'redis' as const;
   readonly #client: RedisClient;
@@ -433,15 +441,12 @@ class RedisRateLimitStore implements RedisStore {
     );
   }
 
-  /**
-   * The script of a batch was sent but its answer is lost: any lease it took (member
-   * "<batch>:<decision>:<check>", as #decision names them) is given back.
-   */
+  /** The script of a batch was sent but its answer is lost: any lease it took is given back. */
   #abandonLeases(batch: readonly PendingDecision[], batchId: string): void {
     for (let d = 0; d < batch.length; d++) {
       const checks = batch[d].checks;
       for (let i = 0; i < checks.length; i++) {
-        if (checks[i].limit.type === 'concurrent') this.#settler.abandon(this.#prefix + checks[i].key, `${batchId}:${d + 1}:${i + 1}`);
+        if (checks[i].limit.type === 'concurrent') this.#settler.abandon(this.#prefix + checks[i].key, leaseMember(batchId, d, i));
       }
     }
   }
@@ -612,7 +617,7 @@ class RedisRateLimitStore implements RedisStore {
     const decisions: StoreDecision[] = new Array(batch.length);
     for (let i = 0, start = 1; i < batch.length; i++) {
       const { checks, now, shadow } = batch[i];
-      decisions[i] = this.#decision(checks, now, shadow, reply, start, serverNow, `${batchId}:${i + 1}:`);
+      decisions[i] = this.#decision(checks, now, shadow, reply, start, serverNow, batchId, i);
       start += REPLY_STRIDE * checks.length;
     }
     return decisions;
@@ -630,7 +635,8 @@ class RedisRateLimitStore implements RedisStore {
     reply: readonly string[],
     start: number,
     serverNow: number,
-    memberPrefix: string,
+    batchId: string,
+    decisionIndex: number,
   ): StoreDecision {
     const n = checks.length;
     const offset = this.#serverClock ? now - serverNow : 0;
@@ -667,7 +673,7 @@ class RedisRateLimitStore implements RedisStore {
     if (takeSlots) {
       for (let i = 0; i < n; i++) {
         if (checks[i].limit.type !== 'concurrent') continue;
-        const member = memberPrefix + (i + 1);
+        const member = leaseMember(batchId, decisionIndex, i);
         slots[i] = true;
         members[i] = member;
         this.#settler.add(this.#prefix + checks[i].key, member);
