@@ -6,8 +6,12 @@
  * warm-up requests counting is switched on for N requests of the bench's request and
  * policy over C keep-alive connections, then off.
  *
- *   npm run build && node --import tsx bench/instructions.ts tollgate|undici [--requests 3000] [--connections 50] [--dist DIR]
+ *   npm run build && node --import tsx bench/instructions.ts tollgate|undici [--requests 3000] [--connections 50] [--dist DIR] [--redis] [--keep DIR] [--warmup 4000]
  *
+ * --redis: Tollgate on the Redis store (its own redis-server; a 5 s deadline, as the
+ * server runs ~50x slower under valgrind). Batches are then larger than at full speed,
+ * so the script calls per request are printed beside the count; compare memory and
+ * Redis at the same --connections.
  * Needs valgrind (apt-get install -y valgrind); slow (~1 minute per run).
  */
 import { execFileSync } from 'node:child_process';
@@ -18,6 +22,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BENCH_REQUEST, examplePolicy, writePolicyFile } from './policies.js';
 import { hasCommand, startServer } from './processes.js';
+import { startBenchRedis } from './redis.js';
 
 const option = (name: string, fallback: string): string => {
   const i = process.argv.indexOf(name);
@@ -30,16 +35,20 @@ if (!hasCommand('valgrind')) throw new Error('valgrind is not installed (apt-get
 const requests = Number(option('--requests', '3000'));
 const connections = Number(option('--connections', '50'));
 const dist = path.resolve(option('--dist', here('../dist')));
-const WARMUP = 4000;
+const WARMUP = Number(option('--warmup', '4000'));
 
-const out = mkdtempSync(path.join(tmpdir(), 'tollgate-callgrind-'));
+const redis = process.argv.includes('--redis') && target === 'tollgate' ? await startBenchRedis(0) : undefined;
+const policy = examplePolicy(redis === undefined ? undefined : { url: redis.url, prefix: 'bench-instructions:', timeout: '5s' });
+// --keep DIR: leave the callgrind files there (for callgrind_annotate) instead of a temp dir removed after.
+const keep = process.argv.includes('--keep') ? path.resolve(option('--keep', '')) : undefined;
+const out = keep ?? mkdtempSync(path.join(tmpdir(), 'tollgate-callgrind-'));
 const upstream = await startServer('upstream', 0, process.execPath, ['--import', 'tsx', here('./upstream.ts')]);
 const upstreamUrl = `http://127.0.0.1:${upstream.port}`;
 const valgrind = ['--tool=callgrind', '--instr-atstart=no', '--smc-check=all', `--callgrind-out-file=${out}/callgrind.%p`, process.execPath];
 const args =
   target === 'undici'
     ? [...valgrind, '--import', 'tsx', here('./passthrough-undici.ts'), upstreamUrl]
-    : [...valgrind, path.join(dist, 'cli.js'), 'serve', '--config', writePolicyFile('instructions', examplePolicy()), '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--upstream', upstreamUrl];
+    : [...valgrind, path.join(dist, 'cli.js'), 'serve', '--config', writePolicyFile('instructions', policy), '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--upstream', upstreamUrl];
 const server = await startServer(target, 1, 'valgrind', args, { LOG_LEVEL: 'info' });
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: connections });
@@ -66,19 +75,23 @@ async function send(n: number): Promise<void> {
 
 try {
   await send(WARMUP);
+  const before = await redis?.counters();
   execFileSync('callgrind_control', ['-i', 'on', String(server.pid)], { stdio: 'ignore' });
   await send(requests);
   execFileSync('callgrind_control', ['-i', 'off', String(server.pid)], { stdio: 'ignore' });
+  const after = await redis?.counters();
   execFileSync('callgrind_control', ['-d', String(server.pid)], { stdio: 'ignore' });
   let total = 0;
   for (const file of readdirSync(out)) {
     const totals = /^totals:\s*(\d+)/m.exec(readFileSync(path.join(out, file), 'utf8'));
     if (totals) total += Number(totals[1]);
   }
-  console.log(`${target}${dist === here('../dist') ? '' : ` (${dist})`}: ${(total / requests / 1e6).toFixed(3)}M instructions/request over ${requests} requests, ${connections} connections`);
+  const scripts = before !== undefined && after !== undefined ? `, redis: ${((after.scripts - before.scripts) / requests).toFixed(3)} scripts/request` : '';
+  console.log(`${target}${dist === here('../dist') ? '' : ` (${dist})`}: ${(total / requests / 1e6).toFixed(3)}M instructions/request over ${requests} requests, ${connections} connections${scripts}`);
 } finally {
   agent.destroy();
   await server.stop();
   await upstream.stop();
-  rmSync(out, { recursive: true, force: true });
+  await redis?.close();
+  if (keep === undefined) rmSync(out, { recursive: true, force: true });
 }

@@ -30,6 +30,8 @@ export const JWT_SECRET = 'tollgate-bench-secret-0123456789-abcdefghijklmnop';
 export interface RedisBenchStore {
   url: string;
   prefix: string;
+  /** The store's deadline (default 50ms); a server under valgrind needs more. */
+  timeout?: string;
 }
 
 function storeSection(redis: RedisBenchStore | undefined): string {
@@ -39,7 +41,7 @@ function storeSection(redis: RedisBenchStore | undefined): string {
   redis:
     url: ${redis.url}
     prefix: "${redis.prefix}"
-    timeout: 50ms
+    timeout: ${redis.timeout ?? '50ms'}
     onError: local
     clock: redis
 `;

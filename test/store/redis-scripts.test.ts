@@ -25,7 +25,7 @@ describe('redis scripts registry', () => {
       for (const match of lua.matchAll(/call\('(\w+)',\s*([^,)]+)/g)) {
         const [, command, firstArg] = match;
         if (command === 'TIME') continue;
-        assert.match(firstArg.trim(), /^(KEYS\[[^\]]+\]|key|blockKeys\[i\]|strikeKey|blockKey|reasonKey|idx)$/, `${command} must name a key from KEYS, got ${firstArg}`);
+        assert.match(firstArg.trim(), /^(KEYS\[[^\]]+\]|key|blockKeys\[i\]|dirtyKeys\[i\]|strikeKey|blockKey|reasonKey|idx)$/, `${command} must name a key from KEYS, got ${firstArg}`);
       }
       // The names above hold only KEYS entries (`keys[i]` keeps each check's `key`).
       for (const match of lua.matchAll(/\b(key|blockKeys\[i\]|strikeKeys\[i\]|blockKey|strikeKey|reasonKey|idx)\s*=\s*([^\n]+)/g)) {
@@ -36,6 +36,9 @@ describe('redis scripts registry', () => {
       // strikeKey is only ever a parameter, passed strikeKeys[i].
       for (const match of lua.matchAll(/(?<!function )nextBlock\(sp, ([^)]+)\)/g)) assert.equal(match[1].trim(), 'strikeKeys[i]');
       for (const match of lua.matchAll(/\bkeys\[i\]\s*=\s*([^\n]+)/g)) assert.equal(match[1].trim(), 'key');
+      // Deferred writes (flush): the pending list holds the keys its writers were given.
+      for (const match of lua.matchAll(/\bdirtyKeys\[dirtyN\], dirtyStates\[dirtyN\] = (\w+), (\w+)/g)) assert.deepEqual([match[1], match[2]], ['key', 'st']);
+      for (const match of lua.matchAll(/(?<!function )\bpend\((\w+)/g)) assert.equal(match[1], 'key');
     });
   }
 

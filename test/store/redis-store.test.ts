@@ -273,6 +273,28 @@ describe('redis store: keys', () => {
     }
   });
 
+  it('one script call that counts a key and then starts a shorter block on it leaves the counts their own TTL', async (t) => {
+    const target = await requireSharedRedis(t);
+    if (target === undefined) return;
+    const prefix = testPrefix('batch-ttl');
+    const store = await openStore(config(target, prefix, { clock: 'local' }), { blockCache: false });
+    const limit = limitFixture({ routeId: 'bttl', limit: 2, windowMs: 60_000, blockMs: 1_000, algorithm: 'sliding-window' });
+    const now = Date.now();
+    const trips = store.roundTrips;
+    // Launched in one tick: one script call writes the key three times (count, count, block).
+    const decisions = await Promise.all([0, 1, 2].map(() => store.decide([check(limit, 'c')], now)));
+    assert.equal(store.roundTrips - trips, 1, 'one script call');
+    assert.deepEqual(decisions.map((d) => d.allowed), [true, true, false]);
+    assert.equal(decisions[2].outcomes[0].blockStarted, true);
+    const redis = inspector(target);
+    const key = prefix + '{bttl}:ip:60000:sw:c';
+    const [blockedUntil, start, current] = (await redis.get(key))!.slice(1).split(' ').map(Number);
+    assert.deepEqual([blockedUntil, start, current], [now + 1_000, now - (now % 60_000), 2]);
+    // The counts' TTL (the rest of two windows), not only the block's second.
+    const ttl = await redis.pttl(key);
+    assert.ok(ttl > 60_000, `PTTL ${ttl}`);
+  });
+
   it('a block longer than its window keeps the state key until the block ends; the counts stay', async (t) => {
     const target = await requireSharedRedis(t);
     if (target === undefined) return;

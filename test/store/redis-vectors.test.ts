@@ -176,6 +176,8 @@ const limitArbitrary: fc.Arbitrary<LimitSpec> = fc.record({
 const gapArbitrary: fc.Arbitrary<Gap> = fc.oneof(
   { weight: 2, arbitrary: fc.constant<Gap>({ kind: 'none' }) },
   { weight: 3, arbitrary: fc.integer({ min: 1, max: 50 }).map((ms): Gap => ({ kind: 'ms', ms })) },
+  // A clock with a fraction of a ms (the store takes any number): the reply's %.17g path.
+  { weight: 1, arbitrary: fc.integer({ min: 1, max: 50 }).map((ms): Gap => ({ kind: 'ms', ms: ms + 0.25 })) },
   {
     weight: 3,
     arbitrary: fc.record({ limit: fc.nat(3), permille: fc.integer({ min: 1, max: 2_200 }) }).map((g): Gap => ({ kind: 'window', ...g })),

@@ -58,34 +58,41 @@ local states = {}
 local function load(key)
   local st = states[key]
   if st ~= nil then return st end
-  st = {blk = 0, man = false}
   local v = call('GET', key)
   if v then
     local tag, b, x, y, z = match(v, '^([bm])(%S+) ?(%S*) ?(%S*) ?(%S*)$')
     if tag then
-      st.blk = tonumber(b) or 0
-      st.man = tag == 'm'
-      st[1], st[2], st[3] = tonumber(x), tonumber(y), tonumber(z)
+      -- Built whole: a constructor sizes the table once, where adding fields grows it.
+      st = {tonumber(x), tonumber(y), tonumber(z), blk = tonumber(b) or 0, man = tag == 'm', px = false}
     end
   end
+  if st == nil then st = {nil, nil, nil, blk = 0, man = false, px = false} end
   states[key] = st
   return st
 end
 local function tagOf(st) if st.man then return 'm' end return 'b' end
+-- Writes are deferred to the end of the call (flush): a key that many checks of one call
+-- write (a global or per-route key, a busy client's key: every decision of a batch) is
+-- formatted and SET once. A state keeps its pending PX (st.px) until then; Redis freezes
+-- the clock for a script, so the last write's PX is what a SET per write leaves.
+local dirtyKeys, dirtyStates, dirtyN = {}, {}, 0
+local function pend(key, st, px)
+  if not st.px then
+    dirtyN = dirtyN + 1
+    dirtyKeys[dirtyN], dirtyStates[dirtyN] = key, st
+  end
+  st.px = px
+end
+-- The key's TTL in ms as the writes so far left it (PTTL's answers: -2 absent, -1 none).
+local function pttl(key, st)
+  if st.px then return st.px end
+  return call('PTTL', key)
+end
 -- Writes a string state with its TTL; a running block is kept, and keeps the key alive.
 local function store(key, st, ttl)
   local blk = st.blk
-  local v
-  if blk == 0 then
-    -- The common case (counted, so no block runs): no tag or block to format.
-    if st[3] == nil then v = format('b0 %.17g %.17g', st[1], st[2])
-    else v = format('b0 %.17g %.17g %.17g', st[1], st[2], st[3]) end
-  else
-    if st[3] == nil then v = format('%s%.17g %.17g %.17g', tagOf(st), blk, st[1], st[2])
-    else v = format('%s%.17g %.17g %.17g %.17g', tagOf(st), blk, st[1], st[2], st[3]) end
-    if blk > now and blk - now > ttl then ttl = blk - now end
-  end
-  call('SET', key, v, 'PX', ceil(ttl + slack))
+  if blk > now and blk - now > ttl then ttl = blk - now end
+  pend(key, st, ceil(ttl + slack))
 end
 -- Starts a block on a string state (manual: an operator's): the counts are kept as they
 -- are, and the key lives until the later of its own expiry and the block's end.
@@ -93,14 +100,35 @@ local function storeBlock(key, untilMs, blockMs, manual)
   local st = load(key)
   st.blk = untilMs
   st.man = manual
-  local v
-  if st[1] == nil then v = tagOf(st) .. fmt(untilMs)
-  elseif st[3] == nil then v = format('%s%.17g %.17g %.17g', tagOf(st), untilMs, st[1], st[2])
-  else v = format('%s%.17g %.17g %.17g %.17g', tagOf(st), untilMs, st[1], st[2], st[3]) end
   local ttl = ceil(blockMs + slack)
-  local left = call('PTTL', key)
+  local left = pttl(key, st)
   if left > ttl then ttl = left end
-  call('SET', key, v, 'PX', ttl)
+  pend(key, st, ttl)
+end
+-- A deleted key's pending write is dropped.
+local function dropPending(st) st.px = false end
+-- The stored form of a state (see the layout above).
+local function encode(st)
+  local blk = st.blk
+  if blk == 0 then
+    -- The common case (counted, so no block runs): no tag or block to format.
+    if st[3] == nil then return format('b0 %.17g %.17g', st[1], st[2]) end
+    return format('b0 %.17g %.17g %.17g', st[1], st[2], st[3])
+  end
+  if st[1] == nil then return tagOf(st) .. fmt(blk) end
+  if st[3] == nil then return format('%s%.17g %.17g %.17g', tagOf(st), blk, st[1], st[2]) end
+  return format('%s%.17g %.17g %.17g %.17g', tagOf(st), blk, st[1], st[2], st[3])
+end
+-- Sends the pending writes; every script calls it before it returns.
+local function flush()
+  for i = 1, dirtyN do
+    local st = dirtyStates[i]
+    if st.px then
+      call('SET', dirtyKeys[i], encode(st), 'PX', st.px)
+      st.px = false
+    end
+  end
+  dirtyN = 0
 end
 -- sliding-log's block key: "<until>", or "m<until>" for an operator's block.
 local function slBlock(v)
@@ -288,7 +316,8 @@ export const DECIDE_LUA = `-- tollgate decide (batched)
 -- than an array): the server's now (0 if unused), then per decision and check:
 -- allowed 0/1, remaining, resetAt, retryAfterMs, count, blockedUntil (0 = none),
 -- blockStarted (0, 1 = started, 2 = refused by a running operator's block), strike (of
--- the block started, 0 = none).
+-- the block started, 0 = none); or, for a check that passed with no block (retryAfterMs,
+-- blockedUntil, blockStarted and strike 0), the short form "+ remaining resetAt count".
 ${COMMON_LUA}
 slack = tonumber(ARGV[1])
 local bid = ARGV[2]
@@ -341,6 +370,8 @@ local function nextBlock(sp, strikeKey)
 end
 
 local out = {''}
+-- An integer that %d prints as %.17g does (2^53: every such double is exact).
+local function whole(x) return x == floor(x) and x < 9007199254740992 and x > -9007199254740992 end
 
 -- Per check of the decision being run, reused across decisions (entries 1..n are
 -- written before they are read): allocating them per decision cost ~6% of the script.
@@ -425,7 +456,15 @@ local function decide(k, a, n, rid, shadow, indexed)
       started = 2
     end
     outN = outN + 1
-    out[outN] = format('%d %d %.17g %.17g %d %.17g %d %d', passed[i], remainings[i], resets[i], retries[i], counts[i], blocked[i], started, strike)
+    local resetAt, retry, untilMs = resets[i], retries[i], blocked[i]
+    if passed[i] == 1 and retry == 0 and untilMs == 0 and started == 0 and whole(resetAt) then
+      -- The usual check (passed, no block): its short form; %d is a fraction of %.17g's time.
+      out[outN] = format('+ %d %d %d', remainings[i], resetAt, counts[i])
+    elseif whole(resetAt) and whole(retry) and whole(untilMs) then
+      out[outN] = format('%d %d %d %d %d %d %d %d', passed[i], remainings[i], resetAt, retry, counts[i], untilMs, started, strike)
+    else
+      out[outN] = format('%d %d %.17g %.17g %d %.17g %d %d', passed[i], remainings[i], resetAt, retry, counts[i], untilMs, started, strike)
+    end
   end
   return nil, k
 end
@@ -445,10 +484,14 @@ while a <= #ARGV do
   local n = tonumber(ARGV[a + 1])
   local flags = ARGV[a + 2]
   local failed, last = decide(k, a + 3, n, bid .. ':' .. d, string.find(flags, 's', 1, true) ~= nil, string.find(flags, 'i', 1, true) ~= nil)
-  if failed then return failed end
+  if failed then
+    flush()
+    return failed
+  end
   k = last
   a = a + 3 + n
 end
+flush()
 out[1] = fmt(serverNow or 0)
 return table.concat(out, ' ')
 `;
@@ -494,6 +537,7 @@ for i = r + 1, #KEYS do
     elseif code == 'tb' then tbAdjust(key, load(key), mx, w, delta) end
   end
 end
+flush()
 return removed
 `;
 
@@ -608,9 +652,11 @@ local function unblock(sp, key, blockKey, strikeKey, reasonKey)
     untilMs = st.blk
     if untilMs ~= 0 or st.man then
       st.blk, st.man = 0, false
-      if st[1] == nil then call('DEL', key)
+      if st[1] == nil then
+        dropPending(st)
+        call('DEL', key)
       else
-        local left = call('PTTL', key)
+        local left = pttl(key, st)
         if left > 0 then store(key, st, left - slack) end
       end
     end
@@ -625,6 +671,8 @@ end
 local function reset(sp, key, blockKey, strikeKey, reasonKey)
   local untilMs = blockOf(sp[1], key, blockKey)
   if untilMs ~= 0 then call('ZREM', idx, member(untilMs, key)) end
+  local st = states[key]
+  if st ~= nil then dropPending(st) end
   states[key] = nil
   return call('DEL', key, blockKey, strikeKey, reasonKey) > 0
 end
@@ -633,7 +681,10 @@ local out = {fmt(serverNow)}
 local k, a = 1, 6
 while a <= #ARGV do
   local sp = spec(ARGV[a])
-  if not sp then return redis.error_reply('tollgate: bad check spec ' .. tostring(ARGV[a])) end
+  if not sp then
+    flush()
+    return redis.error_reply('tollgate: bad check spec ' .. tostring(ARGV[a]))
+  end
   local key = KEYS[k + 1]
   local blockKey = KEYS[k + 2]
   local strikeKey = KEYS[k + 3]
@@ -644,11 +695,15 @@ while a <= #ARGV do
   elseif op == 'block' then changed = block(sp, key, blockKey, reasonKey)
   elseif op == 'unblock' then changed = unblock(sp, key, blockKey, strikeKey, reasonKey)
   elseif op == 'reset' then changed = reset(sp, key, blockKey, strikeKey, reasonKey)
-  else return redis.error_reply('tollgate: unknown admin op ' .. tostring(op)) end
+  else
+    flush()
+    return redis.error_reply('tollgate: unknown admin op ' .. tostring(op))
+  end
   if changed then out[#out + 1] = '1' else out[#out + 1] = '0' end
   local state = inspect(sp, key, blockKey, strikeKey, reasonKey)
   for j = 1, #state do out[#out + 1] = state[j] end
 end
+flush()
 return out
 `;
 
@@ -729,10 +784,10 @@ return redis.call('ZCARD', KEYS[1])
 
 /** sha1 of each script (what EVALSHA sends); pinned so a stale edit is caught offline. */
 export const SCRIPT_SHA1 = Object.freeze({
-  decide: '7ed33f8c3c0969f0bcb6eaef1e4f9bb1f3e448ef',
+  decide: '77368c86af21975f29bd16d53b4e425018dd56e6',
   heartbeat: '56f1982dd4dd0c0603bab9afbcd52b25bd1db1e4',
-  settle: '3522ba9a7563163ce37b5bb24e86926aba246d8e',
+  settle: 'a034bc5684edae04b154c428c60b2a018be917bd',
   renew: '774219d5e307ccfb77d529a5c899e0b4ae35fdf6',
-  admin: '56310083df0a1459b22d7bb7301137a3b9bd4d3a',
+  admin: '16f58f148795ea09a9b832fd40313937c6ee1016',
   blocks: 'a30489f7113d0289c0035a2b18438c4f1b719656',
 });

@@ -73,7 +73,9 @@ const MAX_BATCH_CHECKS = 500;
  */
 const LOCAL_CLOCK_TTL_SLACK_MS = 2_000; // 2s
 /** Numbers per check in the script's reply. */
-const REPLY_STRIDE = 8;
+/** Fields of a check in the decide reply: the full form, or the short form ("+" first) of a check that passed with no block. */
+const REPLY_FULL = 8;
+const REPLY_SHORT = 4;
 /**
  * What a Redis decision holds: the lease member of each slot it took (`members[i]`), or,
  * when the local fallback decided (`onError: local`), that fallback store.
@@ -610,7 +612,12 @@ class RedisRateLimitStore implements RedisStore {
   /** Splits the script's reply for a batch (`checkCount` checks in all) into its decisions. */
   #fromReply(batch: readonly PendingDecision[], checkCount: number, value: unknown, batchId: string): StoreDecision[] {
     const reply = typeof value === 'string' ? value.split(' ') : undefined;
-    if (reply === undefined || reply.length !== 1 + REPLY_STRIDE * checkCount) {
+    // Checked whole before any outcome is read (reading one caches blocks and records leases).
+    let end = 1;
+    if (reply !== undefined) {
+      for (let c = 0; c < checkCount && end < reply.length; c++) end += reply[end] === '+' ? REPLY_SHORT : REPLY_FULL;
+    }
+    if (reply === undefined || end !== reply.length) {
       throw new Error('unexpected reply from the decide script');
     }
     const serverNow = +reply[0];
@@ -618,7 +625,7 @@ class RedisRateLimitStore implements RedisStore {
     for (let i = 0, start = 1; i < batch.length; i++) {
       const { checks, now, shadow } = batch[i];
       decisions[i] = this.#decision(checks, now, shadow, reply, start, serverNow, batchId, i);
-      start += REPLY_STRIDE * checks.length;
+      for (let c = 0; c < checks.length; c++) start += reply[start] === '+' ? REPLY_SHORT : REPLY_FULL;
     }
     return decisions;
   }
@@ -647,17 +654,33 @@ class RedisRateLimitStore implements RedisStore {
     let settling = false;
     /** An operator's block refused: refused for real, even for shadow (no slots taken). */
     let manual = false;
-    for (let i = 0, b = start; i < n; i++, b += REPLY_STRIDE) {
-      verdict.allowed = reply[b] === '1';
-      verdict.remaining = +reply[b + 1];
-      verdict.resetAt = +reply[b + 2] + offset;
-      verdict.retryAfterMs = +reply[b + 3];
-      verdict.count = +reply[b + 4];
-      let blockedUntil = +reply[b + 5];
-      if (blockedUntil !== 0) blockedUntil += offset;
-      const byOperator = reply[b + 6] === '2';
-      if (byOperator) manual = true;
-      const result = outcome(checks[i].max, verdict, blockedUntil, reply[b + 6] === '1', now, +reply[b + 7], byOperator);
+    for (let i = 0, b = start; i < n; i++) {
+      let blockedUntil = 0;
+      let started = false;
+      let strike = 0;
+      let byOperator = false;
+      if (reply[b] === '+') {
+        verdict.allowed = true;
+        verdict.remaining = +reply[b + 1];
+        verdict.resetAt = +reply[b + 2] + offset;
+        verdict.retryAfterMs = 0;
+        verdict.count = +reply[b + 3];
+        b += REPLY_SHORT;
+      } else {
+        verdict.allowed = reply[b] === '1';
+        verdict.remaining = +reply[b + 1];
+        verdict.resetAt = +reply[b + 2] + offset;
+        verdict.retryAfterMs = +reply[b + 3];
+        verdict.count = +reply[b + 4];
+        blockedUntil = +reply[b + 5];
+        if (blockedUntil !== 0) blockedUntil += offset;
+        started = reply[b + 6] === '1';
+        byOperator = reply[b + 6] === '2';
+        if (byOperator) manual = true;
+        strike = +reply[b + 7];
+        b += REPLY_FULL;
+      }
+      const result = outcome(checks[i].max, verdict, blockedUntil, started, now, strike, byOperator);
       if (blockedUntil !== 0) this.#blocks?.add(checks[i].key, result, now);
       if (!result.allowed) allowed = false;
       const limit = checks[i].limit;
