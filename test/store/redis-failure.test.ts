@@ -375,3 +375,50 @@ describe('redis store: a decision whose answer is lost', () => {
     assert.equal(next.allowed, true, 'the slot is free for the next request');
   });
 });
+
+describe('redis store: a batch held behind the call in flight', () => {
+  const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+  const limit = limitFixture({ routeId: 'held', limit: 1_000, windowMs: DAY_MS, algorithm: 'sliding-window' });
+
+  it('decisions of later turns wait for the answer, then go in one call', async (t) => {
+    const server = await spawned(t);
+    if (server === undefined) return;
+    const store = openRedisStore(redisStoreConfig(server, { prefix: testPrefix('held'), timeoutMs: 5_000 }), { t, holdBehindMs: 60_000 });
+    await waitUntilShared((c, n) => store.decide(c, n));
+    server.pause();
+    t.after(() => server.resume());
+    const trips = store.roundTrips;
+    const first = store.decide([check(limit, 'a')], Date.now());
+    await turn();
+    assert.equal(store.roundTrips - trips, 1, 'the first decision is sent');
+    const second = store.decide([check(limit, 'a')], Date.now());
+    await turn();
+    const third = store.decide([check(limit, 'a')], Date.now());
+    await turn();
+    assert.equal(store.roundTrips - trips, 1, 'the later ones wait while the first call is out');
+    server.resume();
+    const decisions = await withDeadline(Promise.all([first, second, third]), 5_000, 'the three decisions');
+    assert.equal(store.roundTrips - trips, 2, 'the two held decisions went in one call');
+    assert.deepEqual(decisions.map((d) => [d.allowed, d.outcomes[0].remaining]), [[true, 999], [true, 998], [true, 997]]);
+  });
+
+  it('a call that does not answer holds the next batch only holdBehindMs, not until its deadline', async (t) => {
+    const server = await spawned(t);
+    if (server === undefined) return;
+    const store = openRedisStore(redisStoreConfig(server, { prefix: testPrefix('held-cap'), timeoutMs: 10_000 }), { t, holdBehindMs: 20 });
+    await waitUntilShared((c, n) => store.decide(c, n));
+    server.pause();
+    t.after(() => server.resume());
+    const trips = store.roundTrips;
+    const first = store.decide([check(limit, 'b')], Date.now());
+    await turn();
+    const second = store.decide([check(limit, 'b')], Date.now());
+    await turn();
+    assert.equal(store.roundTrips - trips, 1, 'held at first');
+    // Sent after the hold, with the first call still unanswered (its deadline is 10 s away).
+    await eventually(() => store.roundTrips - trips === 2, { what: 'the held decision to be sent', timeoutMs: 2_000, intervalMs: 5 });
+    server.resume();
+    const decisions = await withDeadline(Promise.all([first, second]), 5_000, 'both decisions');
+    assert.deepEqual(decisions.map((d) => [d.allowed, d.outcomes[0].remaining]), [[true, 999], [true, 998]]);
+  });
+});

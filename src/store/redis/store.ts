@@ -39,6 +39,8 @@ export interface RedisStoreOptions {
   blockCache?: boolean;
   /** Heartbeat period (default 1 s). */
   heartbeatMs?: number;
+  /** How long a batch may wait for the call in flight (default HOLD_BEHIND_MS; tests). */
+  holdBehindMs?: number;
 }
 
 export interface RedisStore extends RateLimitStore, StoreAdmin {
@@ -67,12 +69,20 @@ const STORE_LABEL = Object.freeze({ store: 'redis' });
 const MAX_BATCH_DECISIONS = 64;
 const MAX_BATCH_CHECKS = 500;
 /**
+ * While a decide call is out, the next batch waits for its answer, so that under load
+ * one call carries the decisions of several turns (fewer, larger calls: less CPU in the
+ * proxy and in Redis per decision). At most this long: then it is sent anyway, so a
+ * slow call does not hold the others (the wait counts against the batch's deadline).
+ * Envoy's ratelimit has the same trade in REDIS_PIPELINE_WINDOW. Not with Cluster,
+ * where one slow node would hold the calls to the others.
+ */
+const HOLD_BEHIND_MS = 2;
+/**
  * With `clock: local` the proxy's clock decides windows but Redis's clock expires
  * keys. Extra TTL keeps state alive while any replica's clock still counts it; state
  * kept past its window reads as no history, so the slack costs only memory.
  */
 const LOCAL_CLOCK_TTL_SLACK_MS = 2_000; // 2s
-/** Numbers per check in the script's reply. */
 /** Fields of a check in the decide reply: the full form, or the short form ("+" first) of a check that passed with no block. */
 const REPLY_FULL = 8;
 const REPLY_SHORT = 4;
@@ -161,6 +171,11 @@ class RedisRateLimitStore implements RedisStore {
   /** Decisions of this event-loop turn, sent together by `#flush`. */
   #queue: PendingDecision[] = [];
   #flushScheduled = false;
+  /** Decide calls sent and not yet settled (answered, failed or timed out). */
+  #inFlight = 0;
+  /** Set while the queue waits for the call in flight (see HOLD_BEHIND_MS). */
+  #holdTimer: NodeJS.Timeout | undefined;
+  readonly #holdMs: number;
   /** performance.now() when the oldest queued decision arrived. */
   #queuedAt = 0;
   #fallback: MemoryStore | undefined;
@@ -187,6 +202,7 @@ class RedisRateLimitStore implements RedisStore {
     this.#serverClock = config.clock === 'redis';
     this.#ttlSlack = this.#serverClock ? 0 : LOCAL_CLOCK_TTL_SLACK_MS;
     this.#cluster = config.cluster !== undefined;
+    this.#holdMs = options.holdBehindMs ?? HOLD_BEHIND_MS;
     const replicaId = options.replicaId ?? randomBytes(6).toString('base64url');
     this.#requestIdPrefix = replicaId + '.';
     // The cache starts suspended: it fills only once changes made elsewhere can be heard.
@@ -342,20 +358,40 @@ class RedisRateLimitStore implements RedisStore {
       return this.#settleFailure(checks, now, shadow, probe, new Error(`redis not ready (${this.#client.status})`));
     }
     return new Promise<StoreDecision>((resolve, reject) => {
-      this.#queue.push({ checks, now, shadow, probe, resolve, reject });
-      if (this.#flushScheduled) return;
-      this.#flushScheduled = true;
       // The deadline counts from the oldest decision's arrival, not from the flush.
-      this.#queuedAt = performance.now();
-      // After the poll phase: every request parsed from the sockets in this turn joins.
-      setImmediate(this.#flush);
+      if (this.#queue.push({ checks, now, shadow, probe, resolve, reject }) === 1) this.#queuedAt = performance.now();
+      if (this.#flushScheduled || this.#holdTimer !== undefined) return;
+      if (this.#inFlight > 0 && !this.#cluster) {
+        this.#holdTimer = setTimeout(this.#flush, this.#holdMs);
+        return;
+      }
+      this.#scheduleFlush();
     });
+  }
+
+  /** After the poll phase: every request parsed from the sockets in this turn joins. */
+  #scheduleFlush(): void {
+    this.#flushScheduled = true;
+    setImmediate(this.#flush);
+  }
+
+  /** A decide call settled: a queue held behind it goes now. */
+  #callSettled(): void {
+    if (--this.#inFlight !== 0 || this.#holdTimer === undefined) return;
+    clearTimeout(this.#holdTimer);
+    this.#holdTimer = undefined;
+    if (!this.#flushScheduled) this.#scheduleFlush();
   }
 
   /** Sends the queued decisions: one script call per hash tag (Cluster slot) and bounded batch. */
   readonly #flush = (): void => {
     this.#flushScheduled = false;
+    if (this.#holdTimer !== undefined) {
+      clearTimeout(this.#holdTimer);
+      this.#holdTimer = undefined;
+    }
     const queue = this.#queue;
+    if (queue.length === 0) return;
     this.#queue = [];
     const queuedAt = this.#queuedAt;
     if (!this.#cluster) {
@@ -401,6 +437,7 @@ class RedisRateLimitStore implements RedisStore {
       return;
     }
     this.#roundTrips++;
+    this.#inFlight++;
     let settled = false;
     // This timer is the batch's hard deadline: ioredis's commandTimeout is only a
     // backstop (connection.ts) and does not bound a NOSCRIPT resend.
@@ -408,6 +445,7 @@ class RedisRateLimitStore implements RedisStore {
     const expire = (): void => {
       if (settled) return;
       settled = true;
+      this.#callSettled();
       this.#abandonLeases(batch, batchId);
       this.#failBatch(batch, new Error(`redis timed out after ${this.#timeoutMs}ms`));
     };
@@ -421,6 +459,7 @@ class RedisRateLimitStore implements RedisStore {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        this.#callSettled();
         let decisions: StoreDecision[];
         try {
           decisions = this.#fromReply(batch, checks, value, batchId);
@@ -437,6 +476,7 @@ class RedisRateLimitStore implements RedisStore {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        this.#callSettled();
         this.#abandonLeases(batch, batchId);
         this.#failBatch(batch, error);
       },
