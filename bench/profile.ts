@@ -2,8 +2,9 @@
  * Where Tollgate's CPU goes under load: runs the benched route (bench/policies.ts, memory
  * store unless --redis) with `node --cpu-prof`, pinned as the bench pins it, for a fixed
  * wrk run, then prints the self time by function and by package or src/ module.
+ * --undici profiles the bare passthrough instead (the baseline of the comparison).
  *
- *   npm run build && node --import tsx bench/profile.ts [--seconds 8] [--redis] [--top 30] [--features guards,concurrent,count,cost]
+ *   npm run build && node --import tsx bench/profile.ts [--seconds 8] [--redis | --undici] [--top 30] [--features guards,concurrent,count,cost]
  */
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -52,21 +53,12 @@ async function main(): Promise<void> {
     const upstream = await startServer('upstream', 0, process.execPath, ['--import', 'tsx', here('./upstream.ts')]);
     servers.push(upstream);
     const dir = mkdtempSync(path.join(tmpdir(), 'tollgate-profile-'));
+    const upstreamUrl = `http://127.0.0.1:${upstream.port}`;
     const policy = examplePolicy(redis === undefined ? undefined : { url: redis.url, prefix: `profile-${process.pid}:` }, features);
-    const tollgate = await startServer('tollgate', 1, process.execPath, [
-      '--cpu-prof',
-      `--cpu-prof-dir=${dir}`,
-      path.join(root, 'dist/cli.js'),
-      'serve',
-      '--config',
-      writePolicyFile('profile', policy),
-      '--listen',
-      '127.0.0.1:0',
-      '--admin',
-      '127.0.0.1:0',
-      '--upstream',
-      `http://127.0.0.1:${upstream.port}`,
-    ], { LOG_LEVEL: 'info' });
+    const serve = process.argv.includes('--undici')
+      ? ['--import', 'tsx', here('./passthrough-undici.ts'), upstreamUrl]
+      : [path.join(root, 'dist/cli.js'), 'serve', '--config', writePolicyFile('profile', policy), '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--upstream', upstreamUrl];
+    const tollgate = await startServer('tollgate', 1, process.execPath, ['--cpu-prof', `--cpu-prof-dir=${dir}`, ...serve], { LOG_LEVEL: 'info' });
     servers.push(tollgate);
     const url = `http://127.0.0.1:${tollgate.port}${BENCH_REQUEST.path}`;
     await runLoad({ url, method: BENCH_REQUEST.method, headers: BENCH_REQUEST.headers, connections: 50, durationS: 2, cpu: 0 });

@@ -27,7 +27,8 @@
  *
  * States: fixed-window, sliding-window and token-bucket keep their state and block in
  * one string ("b<blockedUntil> n n [n]", %.17g numbers, blockedUntil 0 = none; "m..."
- * instead of "b...": the block was set by an operator): one key and one GET per check. A
+ * instead of "b...": the block was set by an operator): one key per check, read (GET) and
+ * written (SET ... PX) at most once per script call however many checks name it. A
  * value in any other form reads as no state (and is overwritten). sliding-log's state is
  * a ZSET, so its block is a second key (a string: blocked-until ms, "m" first for an
  * operator's block). An escalating limit's strike count is one more key (a string,
