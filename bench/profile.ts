@@ -48,22 +48,23 @@ function where(url: string): string {
 
 async function main(): Promise<void> {
   const servers: Server[] = [];
-  const redis = process.argv.includes('--redis') ? await startBenchRedis(0) : undefined;
+  const undici = process.argv.includes('--undici');
+  const redis = process.argv.includes('--redis') && !undici ? await startBenchRedis(0) : undefined;
   try {
     const upstream = await startServer('upstream', 0, process.execPath, ['--import', 'tsx', here('./upstream.ts')]);
     servers.push(upstream);
     const dir = mkdtempSync(path.join(tmpdir(), 'tollgate-profile-'));
     const upstreamUrl = `http://127.0.0.1:${upstream.port}`;
     const policy = examplePolicy(redis === undefined ? undefined : { url: redis.url, prefix: `profile-${process.pid}:` }, features);
-    const serve = process.argv.includes('--undici')
+    const serve = undici
       ? ['--import', 'tsx', here('./passthrough-undici.ts'), upstreamUrl]
       : [path.join(root, 'dist/cli.js'), 'serve', '--config', writePolicyFile('profile', policy), '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0', '--upstream', upstreamUrl];
-    const tollgate = await startServer('tollgate', 1, process.execPath, ['--cpu-prof', `--cpu-prof-dir=${dir}`, ...serve], { LOG_LEVEL: 'info' });
-    servers.push(tollgate);
-    const url = `http://127.0.0.1:${tollgate.port}${BENCH_REQUEST.path}`;
+    const server = await startServer(undici ? 'undici' : 'tollgate', 1, process.execPath, ['--cpu-prof', `--cpu-prof-dir=${dir}`, ...serve], { LOG_LEVEL: 'info' });
+    servers.push(server);
+    const url = `http://127.0.0.1:${server.port}${BENCH_REQUEST.path}`;
     await runLoad({ url, method: BENCH_REQUEST.method, headers: BENCH_REQUEST.headers, connections: 50, durationS: 2, cpu: 0 });
     const result = await runLoad({ url, method: BENCH_REQUEST.method, headers: BENCH_REQUEST.headers, connections: 50, durationS: seconds, cpu: 0 });
-    await tollgate.stop(); // SIGTERM: the drain ends the process and --cpu-prof writes its profile
+    await server.stop(); // SIGTERM: the drain ends the process and --cpu-prof writes its profile
     const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'));
     if (file === undefined) throw new Error(`no profile in ${dir}`);
     const profile = JSON.parse(readFileSync(path.join(dir, file), 'utf8')) as Profile;
