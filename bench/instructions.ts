@@ -6,7 +6,10 @@
  * warm-up requests counting is switched on for N requests of the bench's request and
  * policy over C keep-alive connections, then off.
  *
- *   npm run build && node --import tsx bench/instructions.ts tollgate|undici [--requests 3000] [--connections 50] [--dist DIR] [--redis] [--keep DIR] [--warmup 4000]
+ *   npm run build && node --import tsx bench/instructions.ts tollgate|undici [--requests 3000] [--connections 50] [--dist DIR] [--redis] [--features guards,concurrent,count,cost] [--keep DIR] [--warmup 4000]
+ *
+ * --features: those features on the benched route (bench/policies.ts, as bench/profile.ts
+ * takes them), for what a feature costs where it is configured, without the host's noise.
  *
  * --redis: Tollgate on the Redis store (its own redis-server; a 5 s deadline, as the
  * server runs ~50x slower under valgrind). Batches are then larger than at full speed,
@@ -20,7 +23,7 @@ import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BENCH_REQUEST, examplePolicy, writePolicyFile } from './policies.js';
+import { BENCH_REQUEST, examplePolicy, writePolicyFile, type BenchFeatures } from './policies.js';
 import { hasCommand, startServer } from './processes.js';
 import { startBenchRedis } from './redis.js';
 
@@ -38,7 +41,11 @@ const dist = path.resolve(option('--dist', here('../dist')));
 const WARMUP = Number(option('--warmup', '4000'));
 
 const redis = process.argv.includes('--redis') && target === 'tollgate' ? await startBenchRedis(0) : undefined;
-const policy = examplePolicy(redis === undefined ? undefined : { url: redis.url, prefix: 'bench-instructions:', timeout: '5s' });
+const featureList = option('--features', '').split(',').filter(Boolean);
+const knownFeatures = ['guards', 'concurrent', 'count', 'cost'];
+for (const f of featureList) if (!knownFeatures.includes(f)) throw new Error(`unknown feature ${f}: ${knownFeatures.join(', ')}`);
+const features = Object.fromEntries(featureList.map((f) => [f, true])) as BenchFeatures;
+const policy = examplePolicy(redis === undefined ? undefined : { url: redis.url, prefix: 'bench-instructions:', timeout: '5s' }, features);
 // --keep DIR: leave the callgrind files there (for callgrind_annotate) instead of a temp dir removed after.
 const keep = process.argv.includes('--keep') ? path.resolve(option('--keep', '')) : undefined;
 const out = keep ?? mkdtempSync(path.join(tmpdir(), 'tollgate-callgrind-'));
@@ -87,7 +94,8 @@ try {
     if (totals) total += Number(totals[1]);
   }
   const scripts = before !== undefined && after !== undefined ? `, redis: ${((after.scripts - before.scripts) / requests).toFixed(3)} scripts/request` : '';
-  console.log(`${target}${dist === here('../dist') ? '' : ` (${dist})`}: ${(total / requests / 1e6).toFixed(3)}M instructions/request over ${requests} requests, ${connections} connections${scripts}`);
+  const label = `${target}${redis === undefined ? '' : ' (redis)'}${featureList.length === 0 ? '' : ` + ${featureList.join(' + ')}`}${dist === here('../dist') ? '' : ` (${dist})`}`;
+  console.log(`${label}: ${(total / requests / 1e6).toFixed(3)}M instructions/request over ${requests} requests, ${connections} connections${scripts}`);
 } finally {
   agent.destroy();
   await server.stop();
