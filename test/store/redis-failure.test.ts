@@ -422,3 +422,68 @@ describe('redis store: a batch held behind the call in flight', () => {
     assert.deepEqual(decisions.map((d) => [d.allowed, d.outcomes[0].remaining]), [[true, 999], [true, 998]]);
   });
 });
+
+describe('redis store: close with decisions out', () => {
+  const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+  it('answers the decision in flight and the one held behind it, and gives their slots back', async (t) => {
+    const server = await spawned(t);
+    if (server === undefined) return;
+    const prefix = testPrefix('close-leases');
+    const store = openRedisStore(redisStoreConfig(server, { prefix, timeoutMs: 5_000, slotLeaseMs: 60_000 }), { t, holdBehindMs: 60_000 });
+    await waitUntilShared((c, n) => store.decide(c, n));
+    const slot = checkOf(concurrencyLimit({ routeId: 'closing', by: 'user', concurrent: 5 }), 'u:alice');
+    server.pause();
+    t.after(() => server.resume());
+    const trips = store.roundTrips;
+    const first = store.decide([slot], Date.now());
+    await turn();
+    const second = store.decide([slot], Date.now());
+    await turn();
+    assert.equal(store.roundTrips - trips, 1, 'the second decision is held behind the first call');
+
+    const closed = store.close();
+    assert.equal(store.roundTrips - trips, 2, 'close sends the held decision at once');
+    server.resume();
+    const decisions = await withDeadline(Promise.all([first, second]), 5_000, 'both decisions');
+    assert.deepEqual(decisions.map((d) => d.allowed), [true, true], 'each decision asked for before close is answered by Redis');
+    for (const decision of decisions) if (decision.hold !== undefined) store.settle(decision.hold);
+    await withDeadline(closed, 5_000, 'close');
+    const held = await rawCommand(server.host, server.port, `ZCARD ${prefix}${slot.key}`);
+    assert.equal(held.trim(), ':0', 'no lease outlives the closed store');
+    assert.equal(store.roundTrips - trips, 2, 'nothing is sent after close');
+  });
+});
+
+describe('redis store: a decide script Redis lost, answered late', () => {
+  it('is not resent after the batch ended by its deadline (the resend would take the slot again)', async (t) => {
+    const server = await spawned(t);
+    if (server === undefined) return;
+    const prefix = testPrefix('late-noscript');
+    const { store } = open(t, redisStoreConfig(server, { prefix, timeoutMs: TIMEOUT_MS, onError: 'deny', slotLeaseMs: 60_000 }));
+    await waitUntilShared((c, n) => store.decide(c, n));
+    const slot = checkOf(concurrencyLimit({ routeId: 'late', by: 'user', concurrent: 1 }), 'u:bob');
+    const key = `${prefix}${slot.key}`;
+
+    // Redis forgets its scripts (as after a restart); the settle script comes back with a
+    // release, so only the decide script is missing when the next decision goes out.
+    const taken = await withDeadline(Promise.resolve(store.decide([slot], Date.now())), 5_000, 'a first decision');
+    assert.equal(taken.allowed, true);
+    assert.equal((await rawCommand(server.host, server.port, 'SCRIPT FLUSH')).trim(), '+OK');
+    store.settle(taken.hold!);
+    await withDeadline(store.settled(), 5_000, 'the release');
+    assert.equal((await rawCommand(server.host, server.port, `ZCARD ${key}`)).trim(), ':0');
+
+    // Sent to a frozen Redis: ended by the deadline; its release is queued behind it.
+    server.pause();
+    const lost = await withDeadline(classify(store.decide([slot], Date.now())), 5_000, 'a decision while Redis is frozen');
+    assert.equal(lost, 'unavailable');
+    server.resume();
+    await eventually(() => !store.degraded, { what: 'the store to be healthy again', timeoutMs: SETTLE_MS, intervalMs: 10 });
+    await withDeadline(store.settled(), 5_000, 'the queued release');
+    // One more call on the same connection: any resend went before it.
+    const probe = limitFixture({ routeId: 'late-probe', limit: 10, windowMs: DAY_MS, algorithm: 'fixed-window' });
+    await withDeadline(Promise.resolve(store.decide([check(probe, 'p')], Date.now())), 5_000, 'a later decision');
+    assert.equal((await rawCommand(server.host, server.port, `ZCARD ${key}`)).trim(), ':0', 'the expired batch took no slot');
+  });
+});

@@ -175,6 +175,8 @@ class RedisRateLimitStore implements RedisStore {
   #inFlight = 0;
   /** Set while the queue waits for the call in flight (see HOLD_BEHIND_MS). */
   #holdTimer: NodeJS.Timeout | undefined;
+  /** Set by `close` while it waits for the calls in flight to settle. */
+  #whenIdle: (() => void) | undefined;
   readonly #holdMs: number;
   /** performance.now() when the oldest queued decision arrived. */
   #queuedAt = 0;
@@ -377,7 +379,13 @@ class RedisRateLimitStore implements RedisStore {
 
   /** A decide call settled: a queue held behind it goes now. */
   #callSettled(): void {
-    if (--this.#inFlight !== 0 || this.#holdTimer === undefined) return;
+    if (--this.#inFlight !== 0) return;
+    if (this.#whenIdle !== undefined) {
+      const idle = this.#whenIdle;
+      this.#whenIdle = undefined;
+      idle();
+    }
+    if (this.#holdTimer === undefined) return;
     clearTimeout(this.#holdTimer);
     this.#holdTimer = undefined;
     if (!this.#flushScheduled) this.#scheduleFlush();
@@ -428,17 +436,17 @@ class RedisRateLimitStore implements RedisStore {
   #send(batch: readonly PendingDecision[], checks: number, queuedAt: number): void {
     let reply: Promise<unknown>;
     let batchId = '';
+    let settled = false;
     try {
       const keyCount = this.#keyCount(batch, checks);
       batchId = this.#requestIdPrefix + (this.#requestSeq++).toString(36);
-      reply = this.#evalDecide(this.#args(batch, checks, keyCount, batchId), keyCount);
+      reply = this.#evalDecide(this.#args(batch, checks, keyCount, batchId), keyCount, () => settled);
     } catch (error) {
       this.#failBatch(batch, error);
       return;
     }
     this.#roundTrips++;
     this.#inFlight++;
-    let settled = false;
     // This timer is the batch's hard deadline: ioredis's commandTimeout is only a
     // backstop (connection.ts) and does not bound a NOSCRIPT resend.
     const budget = Math.max(1, this.#timeoutMs - (performance.now() - queuedAt));
@@ -470,6 +478,9 @@ class RedisRateLimitStore implements RedisStore {
         }
         this.#breaker.success();
         this.#fallback = undefined;
+        // Answered while the store closes: the settler's last flush would not see these
+        // exchanges end, so their leases go back now rather than at the lease's expiry.
+        if (this.#closed) this.#abandonLeases(batch, batchId);
         for (let i = 0; i < batch.length; i++) batch[i].resolve(decisions[i]);
       },
       (error: unknown) => {
@@ -546,6 +557,12 @@ class RedisRateLimitStore implements RedisStore {
     if (this.#closed) return;
     this.#closed = true;
     this.#invalidation?.close();
+    // Every decision asked for before close gets its answer: a queue (held behind the call
+    // in flight, or waiting for its turn) goes now, and the calls out are waited for (each
+    // ends by its deadline). Their leases are given back (#send) before the settler's last
+    // flush, instead of staying taken for a lease length.
+    if (this.#queue.length > 0) this.#flush();
+    if (this.#inFlight > 0) await new Promise<void>((resolve) => (this.#whenIdle = resolve));
     await this.#settler.close();
     await this.#heartbeat.stop();
     // A hung Redis may never answer QUIT: wait at most 1 s; disconnect stops the reconnect
@@ -565,10 +582,13 @@ class RedisRateLimitStore implements RedisStore {
    * pipeline's replies. EVALSHA is a known command, so Cluster routes it by its first
    * key (a batch holds one hash tag). It is not auto-pipelined (connection.ts).
    */
-  #evalDecide(args: (string | number)[], keyCount: number): Promise<unknown> {
+  #evalDecide(args: (string | number)[], keyCount: number, expired: () => boolean): Promise<unknown> {
     const client = this.#client;
     return client.evalsha(SCRIPT_SHA1.decide, keyCount, args as string[]).catch((error: unknown) => {
       if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error;
+      // Past its deadline the batch was answered by onError and its leases given back
+      // (a release queued behind the EVALSHA): a resend now would take them again.
+      if (expired()) throw error;
       return client.eval(DECIDE_LUA, keyCount, args as string[]);
     });
   }
@@ -654,10 +674,11 @@ class RedisRateLimitStore implements RedisStore {
     const reply = typeof value === 'string' ? value.split(' ') : undefined;
     // Checked whole before any outcome is read (reading one caches blocks and records leases).
     let end = 1;
+    let read = 0;
     if (reply !== undefined) {
-      for (let c = 0; c < checkCount && end < reply.length; c++) end += reply[end] === '+' ? REPLY_SHORT : REPLY_FULL;
+      for (; read < checkCount && end < reply.length; read++) end += reply[end] === '+' ? REPLY_SHORT : REPLY_FULL;
     }
-    if (reply === undefined || end !== reply.length) {
+    if (reply === undefined || read !== checkCount || end !== reply.length) {
       throw new Error('unexpected reply from the decide script');
     }
     const serverNow = +reply[0];
