@@ -25,3 +25,6 @@ export function parseDuration(text: string): number | undefined {
   const ms = Number(match[1]) * UNIT_MS[match[2]];
   return Number.isSafeInteger(ms) ? ms : undefined;
 }
+
+/** Node's timers wait at most 2^31-1 ms (~24.8 days): a longer delay fires after 1 ms. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;

@@ -18,7 +18,7 @@
  */
 import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
-import { DURATION, DURATION_EXAMPLES, parseDuration } from './duration.js';
+import { DURATION, DURATION_EXAMPLES, MAX_TIMER_MS, parseDuration } from './duration.js';
 import { SIZE, SIZE_EXAMPLES, parseSize } from './size.js';
 import { originPatternProblem } from '../guards/origins.js';
 import type {
@@ -269,6 +269,11 @@ export const duration = z
     }
     return ms;
   })
+  .meta(pattern(DURATION));
+
+/** A duration something waits for with a timer (a timeout, a session's bound, a lease renewed each third). */
+const timerDuration = duration
+  .refine((ms) => ms <= MAX_TIMER_MS, { error: 'must be at most 24d: a timer cannot wait longer' })
   .meta(pattern(DURATION));
 
 /** A limit's window: a duration, or a calendar period (`1w` from Monday 00:00, `1mo` from the 1st). */
@@ -795,8 +800,8 @@ const MAX_MESSAGE_BYTES = 2047 * 1024 * 1024;
 const SESSION_LIMITS = ['maxDuration', 'idleTimeout', 'maxMessageSize', 'messages'] as const;
 
 const sessionSchema = strictObject({
-  maxDuration: doc(duration.optional(), 'The session is closed (1001 "session duration limit") this long after it opened.', { examples: ['2h'] }),
-  idleTimeout: doc(duration.optional(), 'Closed (1001 "idle timeout") after this long without a data message in either direction; ping/pong do not count.', {
+  maxDuration: doc(timerDuration.optional(), 'The session is closed (1001 "session duration limit") this long after it opened.', { examples: ['2h'] }),
+  idleTimeout: doc(timerDuration.optional(), 'Closed (1001 "idle timeout") after this long without a data message in either direction; ping/pong do not count.', {
     examples: ['30m'],
   }),
   maxMessageSize: doc(
@@ -838,7 +843,7 @@ const routeSchema = strictObject({
   caseSensitive: doc(flag.optional(), 'Compare paths case-sensitively (default false). Also accepted in match.', { examples: [true] }),
   mode: doc(mode.optional(), 'Overrides defaults.mode: enforce (refuse over the limit) or shadow (count and log, never refuse).', { examples: ['shadow'] }),
   algorithm: doc(algorithm.optional(), `Overrides defaults.algorithm for the route's limits: ${ALGORITHM_DESCRIPTION}`, { examples: ['fixed-window'] }),
-  upstreamTimeout: doc(duration.optional(), "Overrides upstreamTimeout for this route: how long to wait for the upstream's response headers before 504.", {
+  upstreamTimeout: doc(timerDuration.optional(), "Overrides upstreamTimeout for this route: how long to wait for the upstream's response headers before 504.", {
     examples: ['10s'],
   }),
   message: doc(text.optional(), 'The message of this route\'s 429 answers.', { examples: ['Too many token requests'] }),
@@ -906,7 +911,7 @@ const redisSchema = strictObject({
     'Prefix of every key, so several apps can share one Redis. No { or }.',
     { examples: ['tollgate:'] },
   ),
-  timeout: doc(duration.default(50), 'Budget for one decision; slower is a store error and onError applies.', { examples: ['50ms'], default: '50ms' }), // ms, already converted: a default skips the transform
+  timeout: doc(timerDuration.default(50), 'Budget for one decision; slower is a store error and onError applies.', { examples: ['50ms'], default: '50ms' }), // ms, already converted: a default skips the transform
   onError: doc(z.enum(['allow', 'deny', 'local']).default('local'), 'While Redis fails: allow (fail open), deny (onErrorStatus with RATE_LIMITER_UNAVAILABLE) or local (in-memory limits divided by the live replicas).', {
     examples: ['local'],
   }),
@@ -919,7 +924,7 @@ const redisSchema = strictObject({
   expectedReplicas: doc(positiveInteger.default(1), 'The divisor of limits for onError: local until replicas have been seen (keep it equal to the replica count).', {
     examples: [3],
   }),
-  slotLease: doc(duration.default(30_000), "Lifetime of a concurrency slot's lease unless its replica renews it (every third of it).", {
+  slotLease: doc(timerDuration.default(30_000), "Lifetime of a concurrency slot's lease unless its replica renews it (every third of it).", {
     examples: ['30s'],
     default: '30s',
   }), // ms, already converted
@@ -977,7 +982,7 @@ export const policySchema = strictObject({
   upstream: doc(httpUrl('http://127.0.0.1:3000').optional(), 'Where allowed requests are forwarded (http:// or https://); `serve --upstream` overrides it.', {
     examples: ['http://127.0.0.1:3000'],
   }),
-  upstreamTimeout: doc(duration.default(30_000), "How long to wait for the upstream's response headers; then 504 UPSTREAM_TIMEOUT.", { examples: ['30s'], default: '30s' }), // ms, already converted: a default skips the transform
+  upstreamTimeout: doc(timerDuration.default(30_000), "How long to wait for the upstream's response headers; then 504 UPSTREAM_TIMEOUT.", { examples: ['30s'], default: '30s' }), // ms, already converted: a default skips the transform
   clientIp: doc(clientIpSchema.prefault({}), 'How the client IP is found: the socket peer, or behind trusted proxies the rightmost untrusted X-Forwarded-For hop.', {
     examples: [{ trustedProxies: ['127.0.0.1/32', '10.0.0.0/8'], ipv6Prefix: 64 }],
   }),

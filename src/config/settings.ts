@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { parseDuration } from './duration.js';
+import { MAX_TIMER_MS, parseDuration } from './duration.js';
 
 /**
  * Process settings (how to run), kept apart from the policy file (what to enforce).
@@ -95,6 +95,7 @@ export function parseListenAddress(text: string, what: string): ListenAddress {
 function duration(text: string, what: string): number {
   const ms = parseDuration(text.trim());
   if (ms === undefined) throw new UsageError(`${what}: expected a duration like 500ms, 30s, 1m, got "${text}"`);
+  if (ms > MAX_TIMER_MS) throw new UsageError(`${what}: at most 24d (a timer cannot wait longer), got "${text}"`);
   return ms;
 }
 

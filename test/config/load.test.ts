@@ -162,6 +162,12 @@ const FAILURES: Record<string, string[]> = {
     '5:14 routes[0].session: session limits apply to WebSocket sessions only: set match.websocket: true (this route also matches plain requests)',
   ],
   session_zero_duration: ['7:20 routes[0].session.idleTimeout: duration must be longer than 0, got "0s"'],
+  // Node's timers fire after 1 ms for a longer delay: refused rather than a timeout storm.
+  timer_duration_too_long: [
+    '1:18 upstreamTimeout: must be at most 24d: a timer cannot wait longer',
+    '7:20 routes[0].session.maxDuration: must be at most 24d: a timer cannot wait longer',
+    '12:16 store.redis.slotLease: must be at most 24d: a timer cannot wait longer',
+  ],
   session_size_zero: ['6:23 routes[0].session.maxMessageSize: size must be larger than 0, got "0kb"'],
   session_size_upper_case: [
     '6:23 routes[0].session.maxMessageSize: invalid size "1MB" (use 512b, 64kb, 1mb; units are lower-case and 1024-based)',

@@ -128,6 +128,7 @@ const CORPUS: Record<string, { verdict: Verdict; env?: Env }> = {
   session_messages_without_window: { verdict: 'schema' },
   session_on_plain_route: { verdict: 'contradiction' },
   session_size_too_large: { verdict: 'bounds' },
+  timer_duration_too_long: { verdict: 'bounds' },
   session_size_upper_case: { verdict: 'schema' },
   session_size_zero: { verdict: 'zero' },
   session_unknown_key: { verdict: 'schema' },

@@ -18,6 +18,7 @@ describe('parseCommand: an invalid value names where it came from', () => {
     assert.match(usageError(['serve', '--listen', 'nope']), /^--listen: expected HOST:PORT/);
     assert.match(usageError(['serve', '--admin', 'nope']), /^--admin: expected HOST:PORT/);
     assert.match(usageError(['serve', '--drain-timeout', 'soon']), /^--drain-timeout: expected a duration/);
+    assert.match(usageError(['serve', '--drain-timeout', '25d']), /^--drain-timeout: at most 24d/);
     assert.match(usageError(['serve', '--headers-timeout', 'soon']), /^--headers-timeout: expected a duration/);
     assert.match(usageError(['serve', '--request-timeout', 'soon']), /^--request-timeout: expected a duration/);
     assert.match(usageError(['serve', '--keep-alive-timeout', 'soon']), /^--keep-alive-timeout: expected a duration/);
