@@ -12,8 +12,22 @@ import { missingBody } from './body.js';
 import { ORIGIN_REFUSAL } from './cors.js';
 import type { CompiledGuards, GuardRefusal } from './types.js';
 
+/** More than one Host line in the request head (`rawHeaders` keeps every line, as sent). */
+export function hasDuplicateHost(rawHeaders: readonly string[]): boolean {
+  let seen = false;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i];
+    if (name.length !== 4 || name.toLowerCase() !== 'host') continue;
+    if (seen) return true;
+    seen = true;
+  }
+  return false;
+}
+
 /** Every request whose path `isInvalidPath` refuses (src/policy/path.ts). */
 export const INVALID_PATH: GuardRefusal = Object.freeze({ guard: 'path', code: 'INVALID_PATH', status: 400 });
+/** A request with more than one Host line (RFC 9112 3.2: a server must answer 400; undici would refuse to forward it). */
+export const INVALID_HOST: GuardRefusal = Object.freeze({ guard: 'host', code: 'INVALID_HOST', status: 400 });
 export const PAYLOAD_TOO_LARGE: GuardRefusal = Object.freeze({ guard: 'maxBodySize', code: 'PAYLOAD_TOO_LARGE', status: 413 });
 const UNSUPPORTED_MEDIA_TYPE: GuardRefusal = Object.freeze({ guard: 'contentTypes', code: 'UNSUPPORTED_MEDIA_TYPE', status: 415 });
 const CSRF_TOKEN_INVALID: GuardRefusal = Object.freeze({ guard: 'csrf', code: 'CSRF_TOKEN_INVALID', status: 403 });

@@ -4,7 +4,8 @@
  * calls nothing here).
  *
  * Request (may refuse; a refusal never reaches the upstream and consumes no quota):
- *   0. every request, before routing: `isInvalidPath` (src/policy/path.ts) -> INVALID_PATH
+ *   0. every request, before routing: `isInvalidPath` (src/policy/path.ts) -> INVALID_PATH,
+ *      `hasDuplicateHost` -> INVALID_HOST
  *   1. a CORS preflight (`isPreflight`) to a route with `cors`: `answerPreflight`, never forwarded
  *   2. `checkHead`: methods, origins (+ requireOrigin), maxBodySize by Content-Length, contentTypes
  *   3. `needsBody` -> `readBody` (at most maxBodySize) -> `checkBody`: the `body` guard
@@ -21,7 +22,7 @@ import { applyCors, type MutableHeaders } from './cors.js';
 import { applySecurityHeaders, clientUsedHttps } from './security-headers.js';
 import type { CompiledGuards } from './types.js';
 
-export { checkAccess, checkBody, checkHead, INVALID_PATH, needsBody, requestHasBody, PAYLOAD_TOO_LARGE } from './checks.js';
+export { checkAccess, checkBody, checkHead, hasDuplicateHost, INVALID_HOST, INVALID_PATH, needsBody, requestHasBody, PAYLOAD_TOO_LARGE } from './checks.js';
 export { answerPreflight, isPreflight, type MutableHeaders, type PreflightAnswer } from './cors.js';
 export { compileGuards, mergeGuards } from './compile.js';
 export { applySecurityHeaders } from './security-headers.js';

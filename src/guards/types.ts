@@ -5,7 +5,7 @@ import type { OriginSet } from './origins.js';
  * A guard's key in the policy; the `guard` label of tollgate_guard_refusals_total.
  * `path` is the path hygiene check every request gets (INVALID_PATH), matched or not.
  */
-export type GuardName = 'methods' | 'origins' | 'cors' | 'maxBodySize' | 'contentTypes' | 'body' | 'csrf' | 'auth' | 'path';
+export type GuardName = 'methods' | 'origins' | 'cors' | 'maxBodySize' | 'contentTypes' | 'body' | 'csrf' | 'auth' | 'path' | 'host';
 
 /** Why a guard refused a request: what the proxy answers (the error envelope), counts and logs. */
 export interface GuardRefusal {

@@ -185,7 +185,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     }),
     guardRefusals: new Counter({
       name: 'tollgate_guard_refusals_total',
-      help: 'Requests refused by a guard (methods, origins, cors, maxBodySize, contentTypes, body, csrf, auth; path for INVALID_PATH).',
+      help: 'Requests refused by a guard (methods, origins, cors, maxBodySize, contentTypes, body, csrf, auth; path for INVALID_PATH, host for INVALID_HOST).',
       labelNames: ['route', 'guard'],
       registers,
       collect() {

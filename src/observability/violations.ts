@@ -29,7 +29,7 @@ export interface Violation {
 /** A guard's refusal (src/guards/), as logged. Never a token, cookie, CSRF value or body. */
 export interface GuardRefusalLine {
   route: string;
-  /** The guard's key (`origins`, `auth`, ...), or `path` for INVALID_PATH. */
+  /** The guard's key (`origins`, `auth`, ...), or `path` for INVALID_PATH, `host` for INVALID_HOST. */
   guard: string;
   code: string;
   clientIp: string;

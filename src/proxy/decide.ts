@@ -5,6 +5,8 @@ import {
   checkAccess,
   checkBody,
   checkHead,
+  hasDuplicateHost,
+  INVALID_HOST,
   INVALID_PATH,
   isPreflight,
   needsBody,
@@ -93,6 +95,7 @@ export function evaluate(
   const client = policy.clientIp.resolve(req.socket.remoteAddress, req.headers['x-forwarded-for']);
   const target = req.url ?? '/';
   if (isInvalidPath(target, policy.rejectEscapedSlashes)) return refuse(deps, requestId, undefined, client, ANONYMOUS, INVALID_PATH, null, null);
+  if (hasDuplicateHost(req.rawHeaders)) return refuse(deps, requestId, undefined, client, ANONYMOUS, INVALID_HOST, null, null);
   const method = req.method ?? 'GET';
   const preflight = method === 'OPTIONS' && !isUpgrade && isPreflight(method, req.headers);
   const route = policy.router.match(method, target, isUpgrade, preflight);

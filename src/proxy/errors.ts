@@ -32,6 +32,7 @@ export const ERRORS = {
   INVALID_BODY: { status: 400, message: 'Request body is invalid', type: `${TYPE}invalid-body` },
   CSRF_TOKEN_INVALID: { status: 403, message: 'CSRF token missing or invalid', type: `${TYPE}csrf-token-invalid` },
   INVALID_PATH: { status: 400, message: 'Invalid request path', type: `${TYPE}invalid-path` },
+  INVALID_HOST: { status: 400, message: 'More than one Host header', type: `${TYPE}invalid-host` },
   // The admin API (src/admin/); it always answers in the envelope.
   ADMIN_UNAUTHORIZED: { status: 401, message: 'Missing or wrong admin token' },
   ADMIN_BAD_REQUEST: { status: 400, message: 'Bad admin request' },

@@ -101,6 +101,25 @@ describe('path hygiene through the proxy', { timeout: 60_000 }, () => {
     assert.equal((await request(strict.url, '/api/livekit/token', { method: 'POST', from: '127.0.3.10' })).status, 200);
   });
 
+  it('more than one Host line: 400 INVALID_HOST in the envelope, never forwarded, counted as a guard refusal', async () => {
+    const before = upstream.seen.length;
+    for (const [first, second] of [['Host', 'Host'], ['host', 'HOST']]) {
+      const conn = await rawConnect(Number(new URL(tg.url).port), '127.0.3.12');
+      conn.socket.write(`GET /api/livekit/token HTTP/1.1\r\n${first}: a.example\r\n${second}: b.example\r\nx-request-id: req-host\r\nconnection: close\r\n\r\n`);
+      const text = await conn.closed();
+      assert.match(text, /^HTTP\/1.1 400 /, text);
+      const body = JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4)) as { success: boolean; error: { code: string; details: unknown } };
+      assert.equal(body.success, false);
+      assert.equal(body.error.code, 'INVALID_HOST');
+      assert.deepEqual(body.error.details, { requestId: 'req-host' });
+    }
+    assert.equal(upstream.seen.length, before, 'not forwarded');
+    const metrics = await (await fetch(`${tg.adminUrl}/metrics`)).text();
+    assert.match(metrics, /tollgate_guard_refusals_total\{route="_unmatched",guard="host"\} 2/);
+    // One Host line is fine.
+    assert.equal((await request(tg.url, '/api/livekit/token', { from: '127.0.3.12' })).status, 200);
+  });
+
   it('a WebSocket handshake with a bad path is refused too', async () => {
     const conn = await rawConnect(Number(new URL(tg.url).port), '127.0.3.11');
     conn.socket.write('GET /ws/live%00 HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
