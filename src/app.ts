@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import type http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Env } from './config/env.js';
@@ -159,6 +161,8 @@ export class Tollgate {
   readonly #retired = new Map<ActivePolicy, NodeJS.Timeout>();
   #ready = false;
   #draining = false;
+  /** The file's bytes and the errors of the last failed reload on a file change (see `reload`). */
+  #lastFailure: string | undefined;
   #proxyAddress: AddressInfo | undefined;
   #adminAddress: AddressInfo | undefined;
 
@@ -314,11 +318,19 @@ export class Tollgate {
   reload(trigger: 'file_change' | 'sighup' | 'api' = 'api'): ReloadResult {
     const result = loadAndCompile(this.#settings.configFile, this.#env, Tollgate.#compileOptions(this.#settings, this.#clock, this.logger, this.metrics));
     if (!result.ok) {
+      if (trigger === 'file_change') {
+        // The watcher sees the whole directory: a log file written there (this failure's own
+        // line, say) would retry the same broken edit forever. Same bytes, same errors: nothing new.
+        const failure = failureFingerprint(this.#settings.configFile, result.errors);
+        if (failure === this.#lastFailure) return { ok: false, errors: result.errors };
+        this.#lastFailure = failure;
+      }
       this.metrics.configReloads.inc({ result: 'failure' });
       this.metrics.configValid.set(0);
       for (const issue of result.errors) this.logger.error({ event: 'config_reload_failed', trigger }, formatIssue(issue));
       return { ok: false, errors: result.errors };
     }
+    this.#lastFailure = undefined;
     const { loaded, policy } = result;
     if (loaded.contentHash === this.#loaded.contentHash) {
       // The file (and the schema files it names) that is running: keep its compiled policy (and identity caches).
@@ -425,4 +437,16 @@ export class Tollgate {
     this.#admin.closeAllConnections();
     await closeServer(this.#admin);
   }
+}
+
+/** What a failed load read and said: the file's bytes (or why they could not be read) and its errors. */
+function failureFingerprint(file: string, errors: readonly ConfigIssue[]): string {
+  const hash = createHash('sha256');
+  try {
+    hash.update(readFileSync(file));
+  } catch (error) {
+    hash.update(`unreadable: ${(error as NodeJS.ErrnoException).code ?? String(error)}`);
+  }
+  for (const issue of errors) hash.update(`\n${formatIssue(issue)}`);
+  return hash.digest('hex');
 }

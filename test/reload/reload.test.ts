@@ -164,6 +164,27 @@ describe('an invalid edit keeps the old policy', () => {
     assert.equal((await request(tg.adminUrl, '/readyz')).status, 200);
   });
 
+  test('a file change that fails the same way as the last one (same bytes, same errors) is not counted or logged again', async (t) => {
+    const tg = await started(t, routes(3));
+    writeFileSync(tg.file, routes(0));
+    assert.equal(tg.tollgate.reload('file_change').ok, false);
+    const lines = tg.logs.events('config_reload_failed').length;
+    assert.ok(lines >= 1);
+    // A log file in the policy's directory: each failure's line is another change there.
+    assert.equal(tg.tollgate.reload('file_change').ok, false, 'still refused');
+    assert.equal(tg.tollgate.reload('file_change').ok, false);
+    assert.equal(await reloads(tg, 'failure'), 1, 'one failure for one broken edit');
+    assert.equal(tg.logs.events('config_reload_failed').length, lines, 'logged once');
+    // Asked for (SIGHUP, the API): always counted and logged.
+    assert.equal(tg.tollgate.reload('sighup').ok, false);
+    assert.equal(await reloads(tg, 'failure'), 2);
+    // Another broken edit is new: counted.
+    writeFileSync(tg.file, routes(0).replace('window: 1m', 'window: 1 parsec'));
+    assert.equal(tg.tollgate.reload('file_change').ok, false);
+    assert.equal(await reloads(tg, 'failure'), 3);
+    assert.equal((await request(tg.url, '/api/a')).headers['x-ratelimit-limit'], '3', 'the old policy answers throughout');
+  });
+
   test('a file that validates but cannot compile (no upstream anywhere) is a failure too', async (t) => {
     const withUpstream = `upstream: ${upstream.url}\n${routes(3)}`;
     const own = await started(t, withUpstream, {}); // no --upstream flag: the file's upstream is the only one
