@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { RateReport } from './limiter.js';
 import { shownOutcome } from './limiter.js';
 import { reportedCost } from './cost.js';
+import type { CompiledLimit } from '../policy/types.js';
 import type { LimitOutcome, RateLimitStore, StoreHold } from '../store/types.js';
 
 /** What settlements tell the proxy's metrics. */
@@ -107,7 +108,21 @@ function settledReport(report: RateReport, deltas: readonly number[]): RateRepor
   const outcomes: LimitOutcome[] = report.outcomes.map((o, i) => {
     const delta = deltas[i];
     if (delta === 0) return o;
-    return { ...o, remaining: Math.min(o.max, Math.max(0, o.remaining - delta)), count: Math.max(0, o.count + delta) };
+    const remaining = Math.min(o.max, Math.max(0, o.remaining - delta));
+    return { ...o, remaining, count: Math.max(0, o.count + delta), resetAt: settledResetAt(report.checks[i].limit, o, delta) };
   });
   return { checks: report.checks, outcomes, shown: shownOutcome(outcomes, true), degraded: report.degraded };
+}
+
+/**
+ * When the quota is whole again after `delta` more tokens were charged (negative: given
+ * back). A window's reset is its end, whatever was counted; a token bucket refills `max`
+ * tokens per window, so each token moves its reset by windowMs / max, and a bucket given
+ * back to full is whole at the decision (resetAt less the refill its remaining showed).
+ */
+function settledResetAt(limit: CompiledLimit, o: LimitOutcome, delta: number): number {
+  if (limit.type !== 'rate' || limit.algorithm !== 'token-bucket' || o.max <= 0) return o.resetAt;
+  const perToken = limit.windowMs / o.max;
+  const full = o.resetAt - Math.ceil((o.max - o.remaining) * perToken);
+  return Math.max(full, o.resetAt + Math.ceil(delta * perToken));
 }

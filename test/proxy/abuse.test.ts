@@ -34,6 +34,10 @@ routes:
     match: { path: /api/usage }
     limits:
       - { by: user, limit: 1000, window: 1mo, algorithm: fixed-window, cost: { header: x-usage-tokens, default: 1 }, tiers: { pro: 5000 } }
+  - id: bucket
+    match: { path: /api/bucket }
+    limits:
+      - { by: user, limit: 1000, window: 1h, algorithm: token-bucket, cost: { header: x-usage-tokens, default: 1 } }
   - id: berlin
     match: { path: /api/berlin }
     limits:
@@ -147,6 +151,21 @@ for (const [name, makeStore] of stores) {
       assert.equal(fourth.status, 429);
       assert.equal(fourth.headers['x-ratelimit-limit'], '1000');
       assert.match(String(fourth.headers['ratelimit-policy']), /^"usage\.user";q=1000;w=\d+$/);
+    });
+
+    it('a token bucket charged a reported cost: the headers show its remaining and the refill it needs (400 of 1000/h: 24 min each)', async (t) => {
+      if (tg === undefined) return t.skip('no Redis');
+      const headers = { ...(await bearer(`bucket-${name}`)), 'x-report': '400' };
+      const seen: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const reply = await request(tg.url, '/api/bucket', { headers });
+        assert.equal(reply.status, 200);
+        seen.push(String(reply.headers.ratelimit));
+      }
+      assert.deepEqual(seen, ['"bucket.user";r=600;t=1440', '"bucket.user";r=200;t=2880', '"bucket.user";r=0;t=4320']);
+      const refused = await request(tg.url, '/api/bucket', { headers });
+      assert.equal(refused.status, 429);
+      assert.equal(refused.headers.ratelimit, '"bucket.user";r=0;t=4320', 'the refusal agrees with the last settled answer');
     });
 
     it('a missing or malformed cost header charges the default; a malformed one is counted', async (t) => {
