@@ -6,7 +6,7 @@ import { EXPLAIN_USAGE, parseExplainCommand, runExplain } from './cli/explain.js
 import { policyJsonSchemaText } from './config/json-schema.js';
 import { formatIssue } from './config/load.js';
 import { parseCommand, USAGE, UsageError, type ServeSettings } from './config/settings.js';
-import { createLogger } from './observability/logger.js';
+import { createLogger, endLogs, type Logger } from './observability/logger.js';
 
 function version(): string {
   const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -37,6 +37,11 @@ function validate(file: string): number {
   return 0;
 }
 
+/** Exits once the log lines written so far are out (or could not be: see `endLogs`). */
+function exitAfterLogs(logger: Logger, code: number): void {
+  void endLogs(logger).then(() => process.exit(code));
+}
+
 async function serve(settings: ServeSettings): Promise<void> {
   const logger = createLogger(settings.logLevel);
   // Signals are handled from the first moment: one arriving while the store connects
@@ -50,14 +55,10 @@ async function serve(settings: ServeSettings): Promise<void> {
     logger.info({ event: 'signal', signal }, `received ${signal}`);
     if (tollgate === undefined) return; // start() finishes, then stops
     tollgate.shutdown().then(
-      () => {
-        logger.flush();
-        process.exit(0);
-      },
+      () => exitAfterLogs(logger, 0),
       (error: unknown) => {
         logger.error({ event: 'shutdown_failed', err: error }, 'shutdown failed');
-        logger.flush();
-        process.exit(1);
+        exitAfterLogs(logger, 1);
       },
     );
   };
@@ -76,8 +77,8 @@ async function serve(settings: ServeSettings): Promise<void> {
     } else {
       process.stderr.write(`tollgate: ${(error as Error).message}\n`);
     }
-    logger.flush();
-    process.exit(1);
+    exitAfterLogs(logger, 1);
+    return;
   }
   if (stopSignal !== undefined) {
     const signal = stopSignal;

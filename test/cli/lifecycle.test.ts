@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import net from 'node:net';
+import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { openWebSocket, rawConnect, request, statuses } from '../helpers/http.js';
-import { serveCli, type ServingCli } from '../helpers/process.js';
+import { CLI, serveCli, type ServingCli } from '../helpers/process.js';
 import { writeLinkedPolicy, writePolicy } from '../helpers/tollgate.js';
 import { startEchoUpstream, startGatedUpstream, type EchoUpstream } from '../helpers/upstream.js';
 import { nextEvent, withDeadline } from '../helpers/wait.js';
@@ -69,6 +71,23 @@ describe('process lifecycle', () => {
     assert.ok(!cli.logs.some((l) => l.event === 'drain_timeout'));
     const summary = cli.logs.filter((l) => l.event === 'websocket_drain');
     assert.deepEqual(summary.map((l) => [l.tunnels, l.destroyed]), [[1, 0]]);
+  });
+
+  it('SIGTERM exits 0 even when the reader of its logs went away first (a broken stdout pipe)', async () => {
+    const file = writePolicy(policy(upstream.url, 5));
+    const child = spawn(process.execPath, [CLI, 'serve', '--config', file, '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    try {
+      const lines = createInterface({ input: child.stdout });
+      await withDeadline(new Promise<void>((resolve) => lines.on('line', (line) => line.includes('"listener":"proxy"') && resolve())), 10_000, 'the proxy listening line');
+      // As `tollgate serve | tail` when the whole group gets SIGTERM: the log reader dies first.
+      lines.close();
+      child.stdout.destroy();
+      child.kill('SIGTERM');
+      assert.equal(await withDeadline(exited, 10_000, 'tollgate to exit after SIGTERM with its stdout closed'), 0);
+    } finally {
+      child.kill('SIGKILL');
+    }
   });
 
   it('SIGHUP reloads an edited limit', async () => {
