@@ -5,6 +5,7 @@ import type { RateReport } from '../limiter/limiter.js';
 import type { CompiledRoute } from '../policy/types.js';
 import { ERRORS, errorBody, type ErrorCode } from './errors.js';
 import { rateLimitHeaders, retryAfterSeconds } from './rate-headers.js';
+import { closeAfterAnswer } from './upgrade.js';
 
 /**
  * A response Tollgate makes itself: status, headers, and what its body says, written
@@ -174,5 +175,6 @@ export function sendOnSocket(socket: Duplex, response: OwnResponse, requestId: s
   let head = `HTTP/1.1 ${response.status} ${STATUS_CODES[response.status] ?? 'Error'}\r\n`;
   const headers = ownHeaders(response, body, format, requestId, decoration);
   for (const name in headers) head += `${name}: ${headers[name]}\r\n`;
+  closeAfterAnswer(socket);
   socket.end(head + 'connection: close\r\n\r\n' + body);
 }

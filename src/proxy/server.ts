@@ -7,7 +7,7 @@ import type { Logger } from '../observability/logger.js';
 import type { ClientAddress, CompiledPolicy } from '../policy/types.js';
 import { TunnelRegistry } from '../sessions/registry.js';
 import type { SessionClock } from '../sessions/types.js';
-import { evaluate, recordGuardRefusal, UNMATCHED_ROUTE, type DecideDeps, type Evaluation } from './decide.js';
+import { evaluate, recordGuardRefusal, requestIdOf, UNMATCHED_ROUTE, type DecideDeps, type Evaluation } from './decide.js';
 import { hasBody, upgradeRequestHeaders, type ForwardContext, type ForwardFailure, type ForwardOptions, type HttpForwarder } from './forward.js';
 import { rateLimitHeaders } from './rate-headers.js';
 import { ERRORS } from './errors.js';
@@ -360,7 +360,8 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
     socket.on('error', () => socket.destroy());
     const active = deps.active();
     if (deps.draining()) {
-      sendOnSocket(socket, errorResponse('SHUTTING_DOWN', 'draining'), 'draining', formatFor(active.policy, req));
+      const requestId = requestIdOf(req);
+      sendOnSocket(socket, errorResponse('SHUTTING_DOWN', requestId), requestId, formatFor(active.policy, req));
       return;
     }
     const failUpgrade = (error: unknown): void => {
@@ -401,7 +402,7 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
           if (result === 'timeout' || result === 'unavailable') {
             const code = result === 'timeout' ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE';
             logger.error({ event: 'upstream_error', route: routeId, code, requestId: e.requestId, websocket: true }, 'upstream refused the websocket');
-            sendOnSocket(socket, errorResponse(code, e.requestId), e.requestId, formatFor(active.policy, req));
+            sendOnSocket(socket, errorResponse(code, e.requestId), e.requestId, formatFor(active.policy, req), decorationFor(req, e));
           }
         },
         // The registry counts the tunnel in flight until it closes.

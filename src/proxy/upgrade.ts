@@ -3,6 +3,24 @@ import https from 'node:https';
 import type { Duplex } from 'node:stream';
 import type { TunnelSockets } from '../sessions/types.js';
 
+/** How long a refused upgrade's socket stays after its answer went out (see closeAfterAnswer). */
+const ANSWERED_GRACE_MS = 1_000;
+
+/**
+ * Closes an upgrade's client socket once the answer written to it (a refusal, a relayed
+ * refusal, a 502/504) is out. No HTTP parser is left behind an upgrade socket, so ending our
+ * side alone would let a client that keeps its side open hold the socket, and any
+ * concurrency slot (given back on 'close'), for as long as it likes. Bytes it still sends
+ * are discarded; the short grace lets it read the answer before the close.
+ */
+export function closeAfterAnswer(socket: Duplex): void {
+  socket.resume();
+  socket.once('finish', () => {
+    const timer = setTimeout(() => socket.destroy(), ANSWERED_GRACE_MS);
+    socket.once('close', () => clearTimeout(timer));
+  });
+}
+
 /**
  * The upstream's response header lines (we write our own status line), then Tollgate's
  * own (rate limits, request id), which win over upstream headers of the same name, as
@@ -102,6 +120,7 @@ export class UpgradeForwarder {
       // The upstream refused the upgrade: relay its answer and close.
       if (!settle('rejected', res.statusCode ?? 502)) return res.resume();
       socket.write(`HTTP/1.1 ${res.statusCode} ${res.statusMessage ?? ''}\r\n${headerLines(res.rawHeaders, options.responseHeaders, RELAY_DROPPED)}connection: close\r\n\r\n`);
+      closeAfterAnswer(socket);
       res.pipe(socket);
     });
     request.on('upgrade', (res, upstreamSocket, upstreamHead) => {

@@ -120,9 +120,13 @@ export interface RawConnection {
   closed(timeoutMs?: number): Promise<string>;
 }
 
-/** Connects to 127.0.0.1:`port` (from `from`, if given); rejects on error or after WAIT_MS. */
-export function rawConnect(port: number, from?: string): Promise<RawConnection> {
-  const socket = net.connect({ port, host: '127.0.0.1', localAddress: from });
+/**
+ * Connects to 127.0.0.1:`port` (from `from`, if given); rejects on error or after WAIT_MS.
+ * `halfOpen`: the client's side stays open after the server ends its own (a client that
+ * never closes), so `closed()` resolves only when the server closes the connection.
+ */
+export function rawConnect(port: number, from?: string, halfOpen = false): Promise<RawConnection> {
+  const socket = net.connect({ port, host: '127.0.0.1', localAddress: from, allowHalfOpen: halfOpen });
   let text = '';
   const waiters = new Set<() => void>();
   const wake = (): void => {

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import type { Duplex } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import type WebSocket from 'ws';
-import { echo, openWebSocket, rawConnect, request, roundTrip } from '../helpers/http.js';
+import { echo, openWebSocket, rawConnect, request, roundTrip, type RawConnection } from '../helpers/http.js';
 import { sampleValue } from '../helpers/metrics.js';
 import { startInFrontOf, startWithEcho, type TollgateInFront, type TollgateWithEcho } from '../helpers/tollgate.js';
 import { startUpstream, type Upstream } from '../helpers/upstream.js';
@@ -132,6 +132,73 @@ describe('WebSocket upgrades the upstream refuses', () => {
     assert.equal(result.body, 'no websockets here');
     assert.equal(result.refused.headers['x-request-id'], 'ws-403');
     assert.equal(result.refused.headers['x-ratelimit-remaining'], '1');
+  });
+});
+
+describe('refused WebSocket upgrades whose client keeps its side open', () => {
+  let tg: TollgateInFront<Upstream>;
+  const SLOT_POLICY = `
+upstream: http://127.0.0.1:9
+routes:
+  - id: slot-ws
+    match: { path: /ws/slot, websocket: true }
+    limits:
+      - { by: ip, concurrent: 1 }
+  - id: once-ws
+    match: { path: /ws/once, websocket: true }
+    limits:
+      - { by: ip, limit: 1, window: 1m }
+`;
+  const upgrade = (path: string): string =>
+    `GET ${path} HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`;
+
+  before(async () => {
+    const refusing = await startUpstream((_req, res) => {
+      res.writeHead(403, { 'content-type': 'text/plain' });
+      res.end('no websockets here');
+    });
+    tg = await startInFrontOf(refusing, SLOT_POLICY);
+  });
+  after(() => tg.close());
+
+  it("are closed by Tollgate once answered: a relayed refusal gives its slot back, Tollgate's own 429 holds no socket", async (t) => {
+    const port = Number(new URL(tg.url).port);
+    const opened: RawConnection[] = [];
+    t.after(() => {
+      for (const conn of opened) conn.socket.destroy();
+    });
+    const connect = async (from: string): Promise<RawConnection> => {
+      const conn = await rawConnect(port, from, true);
+      opened.push(conn);
+      return conn;
+    };
+    const slots = async (): Promise<number> => sampleValue(await tg.scrape(), 'tollgate_concurrent_slots', { route: 'slot-ws' }) ?? 0;
+    // Each client reads its answer and never closes its side of the connection.
+    const first = await connect('127.0.6.20');
+    first.socket.write(upgrade('/ws/slot'));
+    assert.match(await first.waitFor((text) => text.includes('no websockets here')), /^HTTP\/1.1 403 /);
+    await eventually(async () => (await slots()) === 0, { what: 'the refused upgrade to give its slot back', timeoutMs: 5_000, intervalMs: 50 });
+    const second = await connect('127.0.6.20');
+    second.socket.write(upgrade('/ws/slot'));
+    assert.match(await second.waitFor((text) => text.includes('no websockets here')), /^HTTP\/1.1 403 /, 'the upstream answers again, not a 429');
+
+    const allowed = await connect('127.0.6.21');
+    allowed.socket.write(upgrade('/ws/once'));
+    await allowed.waitFor((text) => text.includes('no websockets here'));
+    const limited = await connect('127.0.6.21');
+    limited.socket.write(upgrade('/ws/once'));
+    assert.match(await limited.waitFor((text) => text.includes('"RATE_LIMIT_EXCEEDED"')), /^HTTP\/1.1 429 /);
+    // Tollgate's side of an answered socket goes: a byte the client sends then is answered
+    // by a reset (while Tollgate held the socket, bytes were just buffered).
+    for (const conn of [limited, second]) {
+      await eventually(
+        () => {
+          if (!conn.socket.destroyed) conn.socket.write('x');
+          return conn.socket.closed;
+        },
+        { what: 'Tollgate to close its side of an answered upgrade', timeoutMs: 5_000, intervalMs: 100 },
+      );
+    }
   });
 });
 
