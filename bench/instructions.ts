@@ -2,11 +2,13 @@
  * Instructions per request of Tollgate or the bare undici passthrough, counted by
  * callgrind: steady where CPU time on a shared host is not (it leaves out the kernel's
  * side, which strace shows to be the same syscalls for both: 2 read, 1 writev, 1 write).
- * The server runs under `valgrind --tool=callgrind --instr-atstart=no`; after 4,000
+ * The server runs under `valgrind --tool=callgrind --instr-atstart=no`; after 8,000
  * warm-up requests counting is switched on for N requests of the bench's request and
- * policy over C keep-alive connections, then off.
+ * policy over C keep-alive connections, then off. (After 4,000 the passthrough's count
+ * swung 0.26-0.33M, its JIT still tiering up in the counted window; after 8,000 it read
+ * 0.217-0.218M.)
  *
- *   npm run build && node --import tsx bench/instructions.ts tollgate|undici [--requests 3000] [--connections 50] [--dist DIR] [--redis] [--features guards,concurrent,count,cost] [--keep DIR] [--warmup 4000]
+ *   npm run build && node --import tsx bench/instructions.ts tollgate|undici [--requests 3000] [--connections 50] [--dist DIR] [--redis] [--features guards,concurrent,count,cost] [--keep DIR] [--warmup 8000]
  *
  * --features: those features on the benched route (bench/policies.ts, as bench/profile.ts
  * takes them), for what a feature costs where it is configured, without the host's noise.
@@ -38,7 +40,7 @@ if (!hasCommand('valgrind')) throw new Error('valgrind is not installed (apt-get
 const requests = Number(option('--requests', '3000'));
 const connections = Number(option('--connections', '50'));
 const dist = path.resolve(option('--dist', here('../dist')));
-const WARMUP = Number(option('--warmup', '4000'));
+const WARMUP = Number(option('--warmup', '8000'));
 
 const redis = process.argv.includes('--redis') && target === 'tollgate' ? await startBenchRedis(0) : undefined;
 const featureList = option('--features', '').split(',').filter(Boolean);
