@@ -189,13 +189,16 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
     if (failure === 'client_closed') return;
     if (failure !== null && status === 0) {
       const code = failure === 'timeout' ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE';
-      // Tollgate's own 502/504 is the status of this exchange.
-      ctx.settlement?.head(ERRORS[code].status);
+      // Tollgate's own 502/504 is the status of this exchange; the request was admitted,
+      // so the answer carries its rate-limit headers as the upstream's would have.
+      const settled = ctx.settlement?.head(ERRORS[code].status);
+      const headers = ctx.responseHeaders ?? {};
+      if (settled !== undefined) Object.assign(headers, rateLimitHeaders(settled, ctx.decidedAt));
       logger.error({ event: 'upstream_error', route: fwd.routeId, code, requestId: ctx.requestId }, failure === 'timeout' ? 'upstream timed out' : 'upstream unavailable');
       metrics.hot.upstream(fwd.routeId, 'error', (performance.now() - fwd.startedAt) / 1000);
       if (!ctx.res.headersSent && !ctx.res.destroyed) {
         if (deps.draining()) ctx.res.shouldKeepAlive = false;
-        send(ctx.res, errorResponse(code, ctx.requestId), ctx.requestId, ownFormat(fwd), forwardedDecoration(ctx));
+        send(ctx.res, errorResponse(code, ctx.requestId, undefined, headers), ctx.requestId, ownFormat(fwd), forwardedDecoration(ctx));
       }
       return;
     }
@@ -402,7 +405,7 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
           if (result === 'timeout' || result === 'unavailable') {
             const code = result === 'timeout' ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE';
             logger.error({ event: 'upstream_error', route: routeId, code, requestId: e.requestId, websocket: true }, 'upstream refused the websocket');
-            sendOnSocket(socket, errorResponse(code, e.requestId), e.requestId, formatFor(active.policy, req), decorationFor(req, e));
+            sendOnSocket(socket, errorResponse(code, e.requestId, undefined, responseHeaders), e.requestId, formatFor(active.policy, req), decorationFor(req, e));
           }
         },
         // The registry counts the tunnel in flight until it closes.

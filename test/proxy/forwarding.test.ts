@@ -152,6 +152,17 @@ describe('forwarding to an upstream that is down', () => {
     }
   });
 
+  it("Tollgate's own 502 on a limited route carries the request's rate-limit headers (the request was admitted and counted)", async () => {
+    const first = await request(tg.url, '/limited/rate', { from: '127.0.8.1' });
+    const second = await request(tg.url, '/limited/rate', { from: '127.0.8.1' });
+    assert.equal(second.status, 502);
+    assert.ok(first.headers['ratelimit-policy'] !== undefined, 'RateLimit-Policy');
+    assert.equal(second.headers['ratelimit-policy'], first.headers['ratelimit-policy']);
+    assert.equal(Number(second.headers['x-ratelimit-remaining']), Number(first.headers['x-ratelimit-remaining']) - 1, 'each 502 counted');
+    assert.ok(second.headers['ratelimit'] !== undefined);
+    assert.equal((await request(tg.url, '/no/route/rate', { from: '127.0.8.1' })).headers['ratelimit-policy'], undefined, 'no limit, no headers');
+  });
+
   it('generates a request id for the error when the client sent none', async () => {
     const reply = await request(tg.url, '/limited/y');
     assert.equal(reply.status, 502);
