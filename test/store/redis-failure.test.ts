@@ -350,13 +350,21 @@ describe('redis store: close', () => {
   });
 });
 
+/** A store on its own Redis for the lease tests: decisions end at TIMEOUT_MS, onError deny, leases of a minute. */
+async function leaseStore(t: TestContext, name: string): Promise<{ server: SpawnedRedis; store: RedisStore; prefix: string } | undefined> {
+  const server = await spawned(t);
+  if (server === undefined) return undefined;
+  const prefix = testPrefix(name);
+  const { store } = open(t, redisStoreConfig(server, { prefix, timeoutMs: TIMEOUT_MS, onError: 'deny', slotLeaseMs: 60_000 }));
+  await waitUntilShared((c, n) => store.decide(c, n));
+  return { server, store, prefix };
+}
+
 describe('redis store: a decision whose answer is lost', () => {
   it('gives back the concurrency slot its script took once Redis answers again, instead of holding it for a lease', async (t) => {
-    const server = await spawned(t);
-    if (server === undefined) return;
-    const prefix = testPrefix('lost-lease');
-    const { store } = open(t, redisStoreConfig(server, { prefix, timeoutMs: TIMEOUT_MS, onError: 'deny', slotLeaseMs: 60_000 }));
-    await waitUntilShared((c, n) => store.decide(c, n));
+    const opened = await leaseStore(t, 'lost-lease');
+    if (opened === undefined) return;
+    const { server, store, prefix } = opened;
     const slot = concurrencyLimit({ routeId: 'lost', by: 'user', concurrent: 1 });
     const one = checkOf(slot, 'u:alice');
 
@@ -457,11 +465,9 @@ describe('redis store: close with decisions out', () => {
 
 describe('redis store: a decide script Redis lost, answered late', () => {
   it('is not resent after the batch ended by its deadline (the resend would take the slot again)', async (t) => {
-    const server = await spawned(t);
-    if (server === undefined) return;
-    const prefix = testPrefix('late-noscript');
-    const { store } = open(t, redisStoreConfig(server, { prefix, timeoutMs: TIMEOUT_MS, onError: 'deny', slotLeaseMs: 60_000 }));
-    await waitUntilShared((c, n) => store.decide(c, n));
+    const opened = await leaseStore(t, 'late-noscript');
+    if (opened === undefined) return;
+    const { server, store, prefix } = opened;
     const slot = checkOf(concurrencyLimit({ routeId: 'late', by: 'user', concurrent: 1 }), 'u:bob');
     const key = `${prefix}${slot.key}`;
 
