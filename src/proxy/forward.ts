@@ -213,12 +213,7 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     if (ctx === null || statusCode < 200) return; // 1xx informational: the final answer follows
     ctx.headersAt = performance.now();
     ctx.status = statusCode;
-    const settlement = ctx.settlement;
-    if (settlement !== undefined) {
-      // A reported cost or a status that does not count changes what the limits show.
-      const settled = settlement.head(statusCode, headers);
-      if (settled !== undefined && ctx.responseHeaders !== null) Object.assign(ctx.responseHeaders, rateLimitHeaders(settled, ctx.decidedAt));
-    }
+    settleHead(ctx, statusCode, headers);
     const res = ctx.res;
     if (ctx.draining()) res.shouldKeepAlive = false;
     // The response-head stage of the route's guards: CORS (the upstream's replaced) and security headers.
@@ -262,6 +257,16 @@ class ForwardHandler implements Dispatcher.DispatchHandler {
     if (ctx !== null) (ctx.res as TrackedResponse)[kHandler] = null;
     return ctx;
   }
+}
+
+/**
+ * The exchange's status is known (the upstream's head, or Tollgate's own 502/504 with no
+ * headers): settle it, and fold what that changed (a reported cost, a status that does not
+ * count) into the rate-limit headers its answer carries.
+ */
+export function settleHead(ctx: ForwardContext, status: number, headers: IncomingHttpHeaders | null): void {
+  const settled = ctx.settlement?.head(status, headers);
+  if (settled !== undefined && ctx.responseHeaders !== null) Object.assign(ctx.responseHeaders, rateLimitHeaders(settled, ctx.decidedAt));
 }
 
 function originForm(target: string): string {

@@ -8,7 +8,7 @@ import type { ClientAddress, CompiledPolicy } from '../policy/types.js';
 import { TunnelRegistry } from '../sessions/registry.js';
 import type { SessionClock } from '../sessions/types.js';
 import { evaluate, recordGuardRefusal, requestIdOf, UNMATCHED_ROUTE, type DecideDeps, type Evaluation } from './decide.js';
-import { hasBody, upgradeRequestHeaders, type ForwardContext, type ForwardFailure, type ForwardOptions, type HttpForwarder } from './forward.js';
+import { hasBody, settleHead, upgradeRequestHeaders, type ForwardContext, type ForwardFailure, type ForwardOptions, type HttpForwarder } from './forward.js';
 import { rateLimitHeaders } from './rate-headers.js';
 import { ERRORS } from './errors.js';
 import {
@@ -191,14 +191,12 @@ export function createProxyServer(deps: ProxyDeps, timeouts: ServerTimeouts): Pr
       const code = failure === 'timeout' ? 'UPSTREAM_TIMEOUT' : 'UPSTREAM_UNAVAILABLE';
       // Tollgate's own 502/504 is the status of this exchange; the request was admitted,
       // so the answer carries its rate-limit headers as the upstream's would have.
-      const settled = ctx.settlement?.head(ERRORS[code].status);
-      const headers = ctx.responseHeaders ?? {};
-      if (settled !== undefined) Object.assign(headers, rateLimitHeaders(settled, ctx.decidedAt));
+      settleHead(ctx, ERRORS[code].status, null);
       logger.error({ event: 'upstream_error', route: fwd.routeId, code, requestId: ctx.requestId }, failure === 'timeout' ? 'upstream timed out' : 'upstream unavailable');
       metrics.hot.upstream(fwd.routeId, 'error', (performance.now() - fwd.startedAt) / 1000);
       if (!ctx.res.headersSent && !ctx.res.destroyed) {
         if (deps.draining()) ctx.res.shouldKeepAlive = false;
-        send(ctx.res, errorResponse(code, ctx.requestId, undefined, headers), ctx.requestId, ownFormat(fwd), forwardedDecoration(ctx));
+        send(ctx.res, errorResponse(code, ctx.requestId, undefined, ctx.responseHeaders ?? {}), ctx.requestId, ownFormat(fwd), forwardedDecoration(ctx));
       }
       return;
     }
